@@ -1,0 +1,1 @@
+"""The `keras-hpe` command line: one entry point, one module per command group."""

@@ -1,0 +1,52 @@
+"""The NYU (Kinect 1) pinhole camera and uvd <-> xyz conversions.
+
+uvd is (pixel u, pixel v, depth mm); xyz is in mm with y pointing **up**:
+x = (u - cx) z / fx, y = (cy - v) z / fy, z = d. The community's NYU
+evaluation code writes fy = -587.07 for the same convention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Camera:
+    """Pinhole intrinsics in pixels, with the image size."""
+
+    fx: float = 588.036865
+    fy: float = 587.075073
+    cx: float = 320.0
+    cy: float = 240.0
+    width: int = 640
+    height: int = 480
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Camera":
+        return cls(**values)
+
+
+NYU_CAMERA = Camera()
+
+
+def uvd_to_xyz(uvd: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """Convert (..., 3) uvd (px, px, mm) to xyz (mm, y up)."""
+    uvd = np.asarray(uvd, dtype=np.float64)
+    u, v, d = uvd[..., 0], uvd[..., 1], uvd[..., 2]
+    x = (u - camera.cx) * d / camera.fx
+    y = (camera.cy - v) * d / camera.fy
+    return np.stack([x, y, d], axis=-1)
+
+
+def xyz_to_uvd(xyz: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
+    """Convert (..., 3) xyz (mm, y up) to uvd (px, px, mm)."""
+    xyz = np.asarray(xyz, dtype=np.float64)
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    u = camera.cx + x * camera.fx / z
+    v = camera.cy - y * camera.fy / z
+    return np.stack([u, v, z], axis=-1)
