@@ -1,0 +1,1 @@
+"""Evaluation: the standard NYU joint-error protocol and segmentation accuracy."""

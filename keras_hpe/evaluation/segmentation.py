@@ -1,0 +1,180 @@
+"""Segmentation accuracy over hand pixels (paper Tables 2-3, Fig. 6).
+
+Only pixels whose ground-truth label is a hand part (1-20) count: background
+comes from depth and is never predicted. A hand pixel predicted as background
+(0) counts as wrong; it has no column in the 20 x 20 part confusion matrix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from keras_hpe.atomic import atomic_path
+from keras_hpe.data.skeleton import NUM_LABELS, NUM_PARTS, PART_NAMES
+from keras_hpe.errors import UserError
+
+HAND_PART_NAMES = PART_NAMES[1:]
+
+
+@dataclass
+class SegmentationScores:
+    """Accuracy of predicted part labels against ground truth, over hand pixels.
+
+    per_pixel_accuracy: fraction of hand pixels labelled correctly.
+    mean_class_accuracy: mean, over the parts present in the ground truth, of
+        each part's recall (`per_part_accuracy`; NaN for absent parts).
+    confusion: (20, 20) pixel counts, row = true part 1-20, column = predicted part.
+    part_pixels: (20,) ground-truth pixels of each part.
+    """
+
+    per_pixel_accuracy: float
+    mean_class_accuracy: float
+    per_part_accuracy: dict[str, float]
+    confusion: np.ndarray
+    part_pixels: np.ndarray
+    frames: int
+    hand_pixels: int
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready values; absent parts have accuracy None."""
+        return {
+            "per_pixel_accuracy": self.per_pixel_accuracy,
+            "mean_class_accuracy": self.mean_class_accuracy,
+            "per_part_accuracy": {
+                name: (None if np.isnan(value) else value) for name, value in self.per_part_accuracy.items()
+            },
+            "confusion": self.confusion.tolist(),
+            "part_pixels": dict(zip(HAND_PART_NAMES, self.part_pixels.tolist())),
+            "frames": self.frames,
+            "hand_pixels": self.hand_pixels,
+        }
+
+
+def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise UserError(f"{name}: expected integer part labels, got dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_LABELS):
+        raise UserError(
+            f"{name}: labels must be in 0..{NUM_LABELS - 1}, found {labels.min()}..{labels.max()}"
+        )
+    return labels.astype(np.int64)
+
+
+def evaluate_segmentation(pred_labels: np.ndarray, gt_labels: np.ndarray) -> SegmentationScores:
+    """Score (N, S, S) predicted part maps against ground truth over hand pixels."""
+    pred_labels = np.asarray(pred_labels)
+    gt_labels = np.asarray(gt_labels)
+    if gt_labels.ndim != 3 or pred_labels.shape != gt_labels.shape:
+        raise UserError(
+            f"label maps: expected prediction and ground truth of the same shape (N, S, S), "
+            f"got {pred_labels.shape} and {gt_labels.shape}"
+        )
+    gt = _check_labels(gt_labels, "ground-truth labels")
+    pred = _check_labels(pred_labels, "predicted labels")
+    hand = gt > 0
+    if not hand.any():
+        raise UserError("ground-truth labels: no hand pixels (all labels are 0)")
+    true_part, pred_part = gt[hand], pred[hand]
+    part_pixels = np.bincount(true_part, minlength=NUM_LABELS)[1:]
+    # Hand pixels predicted as background are errors outside the part x part table.
+    labelled = pred_part > 0
+    confusion = np.bincount(
+        (true_part[labelled] - 1) * NUM_PARTS + (pred_part[labelled] - 1), minlength=NUM_PARTS**2
+    ).reshape(NUM_PARTS, NUM_PARTS)
+    correct = np.diag(confusion)
+    present = part_pixels > 0
+    recall = np.full(NUM_PARTS, np.nan)
+    recall[present] = correct[present] / part_pixels[present]
+    return SegmentationScores(
+        per_pixel_accuracy=float(correct.sum() / true_part.size),
+        mean_class_accuracy=float(recall[present].mean()),
+        per_part_accuracy={name: float(value) for name, value in zip(HAND_PART_NAMES, recall)},
+        confusion=confusion,
+        part_pixels=part_pixels,
+        frames=int(gt.shape[0]),
+        hand_pixels=int(true_part.size),
+    )
+
+
+def plot_confusion(scores: SegmentationScores, out_png: str | os.PathLike, title: str | None = None) -> Path:
+    """Draw the row-normalised confusion matrix (% of each true part); atomic write."""
+    from matplotlib.figure import Figure
+
+    # Rows of absent parts stay NaN (blank) rather than a misleading 0 %.
+    percent = np.divide(
+        100.0 * scores.confusion, scores.part_pixels[:, None],
+        out=np.full(scores.confusion.shape, np.nan), where=scores.part_pixels[:, None] > 0,
+    )
+    figure = Figure(figsize=(9, 8), layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(percent, cmap="Blues", vmin=0, vmax=100)
+    figure.colorbar(image, ax=axes, shrink=0.8, label="% of the true part's pixels")
+    ticks = np.arange(NUM_PARTS)
+    axes.set_xticks(ticks, HAND_PART_NAMES, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    axes.set_yticks(ticks, HAND_PART_NAMES, fontsize=8)
+    axes.set_xlabel("predicted part")
+    axes.set_ylabel("true part")
+    true_index, pred_index = np.nonzero(np.nan_to_num(percent) >= 0.5)
+    for i, j in zip(true_index, pred_index):
+        value = percent[i, j]
+        axes.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=6,
+                  color="white" if value > 60 else "black")
+    axes.set_title(
+        (f"{title}\n" if title else "")
+        + f"per-pixel accuracy {100 * scores.per_pixel_accuracy:.1f}%, "
+        f"mean per-class accuracy {100 * scores.mean_class_accuracy:.1f}%"
+    )
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, dpi=120)
+    return out_png
+
+
+def plot_per_part_accuracy(
+    results: Mapping[str, SegmentationScores], out_png: str | os.PathLike, title: str | None = None
+) -> Path:
+    """Grouped bars of each part's accuracy for several methods (paper Fig. 6); atomic write."""
+    from matplotlib.figure import Figure
+
+    if not results:
+        raise UserError("plot_per_part_accuracy: no results to plot")
+    labels = [*HAND_PART_NAMES, "mean per class"]
+    positions = np.arange(len(labels))
+    width = 0.8 / len(results)
+    figure = Figure(figsize=(12, 5.5), layout="constrained")
+    axes = figure.subplots()
+    for index, (name, scores) in enumerate(results.items()):
+        values = [*scores.per_part_accuracy.values(), scores.mean_class_accuracy]
+        axes.bar(
+            positions - 0.4 + width * (index + 0.5),
+            100.0 * np.array(values),
+            width,
+            label=f"{name} (pixel {100 * scores.per_pixel_accuracy:.1f}%, "
+            f"class {100 * scores.mean_class_accuracy:.1f}%)",
+        )
+    # A part no method's ground truth contains has no bar; say so instead of showing 0 %.
+    accuracies = np.array([list(scores.per_part_accuracy.values()) for scores in results.values()])
+    absent = np.isnan(accuracies).all(axis=0)
+    for position in positions[:-1][absent]:
+        axes.text(position, 1, "absent", rotation=90, ha="center", va="bottom", fontsize=7, color="gray")
+    axes.axvline(len(labels) - 1.5, color="gray", linestyle="--", linewidth=1)
+    axes.set_xticks(positions, labels, rotation=60, ha="right", rotation_mode="anchor", fontsize=8)
+    axes.set_xlim(-0.6, len(labels) - 0.4)
+    axes.set_ylim(0, 100)
+    axes.set_ylabel("accuracy per part (%)")
+    axes.grid(True, axis="y", alpha=0.4)
+    axes.legend(
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(3, len(results)), fontsize=8, frameon=False
+    )
+    if title:
+        figure.suptitle(title)
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, dpi=120)
+    return out_png
