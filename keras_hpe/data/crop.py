@@ -1,0 +1,274 @@
+"""The hand crop: a metric cube around the hand centre, seen through the NYU camera.
+
+A cube of `cube_mm` (300 mm) around the centre (u, v, d) is projected at the
+centre's depth to a square window [u0, v0, u1, v1] of the full 640 x 480 image
+and sampled (nearest neighbour) to S x S; depth outside [d - cube/2, d + cube/2]
+is set to 0. Pixel conventions: integer image coordinates are pixel *centres*
+(image[v, u] is the depth seen along the ray through (u, v)), and crop pixel
+(i, j) is the image point u = u0 + (j + 0.5)(u1 - u0)/S, v = v0 + (i + 0.5)(v1 - v0)/S,
+so crop pixel coordinates of that point are exactly (j, i).
+
+Model inputs are built from the crop with TensorFlow ops (`normalize_depth`,
+`local_contrast_normalize`) so that tf.data pipelines and exported SavedModels
+share one implementation; joints are regressed relative to the centre in units
+of the half-cube (`joints_to_crop` / `crop_to_joints`).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.errors import UserError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+CUBE_MM = 300.0
+LCN_KERNEL = 9  # the paper's local contrast normalisation kernel size
+_COM_ITERATIONS = 10
+
+
+def crop_window(
+    center_uvd: np.ndarray, cube_mm: float = CUBE_MM, camera: Camera = NYU_CAMERA
+) -> np.ndarray:
+    """Return the (..., 4) window [u0, v0, u1, v1] of the cube around `center_uvd` (..., 3).
+
+    The half-sizes are the cube's half-size projected at the centre depth:
+    h_u = (cube/2) fx / d, h_v = (cube/2) fy / d.
+    """
+    center_uvd = np.asarray(center_uvd, dtype=np.float64)
+    u, v, d = center_uvd[..., 0], center_uvd[..., 1], center_uvd[..., 2]
+    if np.any(~np.isfinite(d)) or np.any(d <= 0):
+        raise UserError(f"crop centre depth must be finite and > 0 mm, got {d}")
+    half_u = 0.5 * cube_mm * camera.fx / d
+    half_v = 0.5 * cube_mm * camera.fy / d
+    return np.stack([u - half_u, v - half_v, u + half_u, v + half_v], axis=-1)
+
+
+def uvd_to_crop(
+    uvd: np.ndarray,
+    center_uvd: np.ndarray,
+    size: int,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> np.ndarray:
+    """Map full-image uvd (..., N, 3) to crop pixel coordinates (column, row, depth mm).
+
+    `center_uvd` is (..., 3), one centre per set of points.
+    """
+    uvd = np.asarray(uvd, dtype=np.float64)
+    window = crop_window(center_uvd, cube_mm, camera)[..., None, :]
+    col = (uvd[..., 0] - window[..., 0]) * size / (window[..., 2] - window[..., 0]) - 0.5
+    row = (uvd[..., 1] - window[..., 1]) * size / (window[..., 3] - window[..., 1]) - 0.5
+    return np.stack([col, row, uvd[..., 2]], axis=-1)
+
+
+def crop_to_uvd(
+    crop_px: np.ndarray,
+    center_uvd: np.ndarray,
+    size: int,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> np.ndarray:
+    """Inverse of `uvd_to_crop`: crop (column, row, depth mm) (..., N, 3) -> full-image uvd."""
+    crop_px = np.asarray(crop_px, dtype=np.float64)
+    window = crop_window(center_uvd, cube_mm, camera)[..., None, :]
+    u = window[..., 0] + (crop_px[..., 0] + 0.5) * (window[..., 2] - window[..., 0]) / size
+    v = window[..., 1] + (crop_px[..., 1] + 0.5) * (window[..., 3] - window[..., 1]) / size
+    return np.stack([u, v, crop_px[..., 2]], axis=-1)
+
+
+def crop_image(
+    image: np.ndarray,
+    center_uvd: np.ndarray,
+    size: int,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+    origin: tuple[float, float] = (0, 0),
+) -> np.ndarray:
+    """Sample the cube's window of `image` (H, W) to (size, size), nearest neighbour.
+
+    `origin` is the full-image (u, v) of image[0, 0], so a sub-image of the
+    640 x 480 frame can be passed. Samples falling outside the image are 0.
+    Works for depth and label maps alike (the dtype is kept).
+    """
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise UserError(f"crop_image expects an (H, W) image, got shape {image.shape}")
+    u0, v0, u1, v1 = crop_window(center_uvd, cube_mm, camera)
+    steps = (np.arange(size) + 0.5) / size
+    # Integer coordinates are pixel centres, so the nearest pixel is round(u).
+    cols = np.floor(u0 + steps * (u1 - u0) - origin[0] + 0.5).astype(np.int64)
+    rows = np.floor(v0 + steps * (v1 - v0) - origin[1] + 0.5).astype(np.int64)
+    col_ok = (cols >= 0) & (cols < image.shape[1])
+    row_ok = (rows >= 0) & (rows < image.shape[0])
+    out = image[np.clip(rows, 0, image.shape[0] - 1)[:, None], np.clip(cols, 0, image.shape[1] - 1)[None, :]]
+    return np.where(row_ok[:, None] & col_ok[None, :], out, np.zeros((), dtype=image.dtype))
+
+
+def clip_to_cube(depth_mm: np.ndarray, center_d_mm, cube_mm: float = CUBE_MM) -> np.ndarray:
+    """Set depth outside [d - cube/2, d + cube/2] to 0 (no data).
+
+    `center_d_mm` is a scalar or has the leading shape of `depth_mm` (e.g. (B,)).
+    """
+    depth_mm = np.asarray(depth_mm)
+    center = _expand_to(np.asarray(center_d_mm, dtype=np.float64), depth_mm.ndim)
+    inside = np.abs(depth_mm - center) <= 0.5 * cube_mm
+    return np.where(inside, depth_mm, np.zeros((), dtype=depth_mm.dtype))
+
+
+def crop_depth(
+    depth_mm: np.ndarray,
+    center_uvd: np.ndarray,
+    size: int,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+    origin: tuple[float, float] = (0, 0),
+) -> np.ndarray:
+    """Crop a depth map (H, W) in mm around `center_uvd` to (size, size) float32, clipped to the cube."""
+    depth_mm = _check_depth(depth_mm)
+    center_uvd = np.asarray(center_uvd, dtype=np.float64)
+    crop = crop_image(depth_mm, center_uvd, size, cube_mm, camera, origin)
+    return clip_to_cube(crop, center_uvd[2], cube_mm).astype(np.float32)
+
+
+def center_of_mass_uvd(
+    depth_mm: np.ndarray,
+    camera: Camera = NYU_CAMERA,
+    origin: tuple[float, float] = (0, 0),
+    cube_mm: float = CUBE_MM,
+) -> np.ndarray:
+    """The hand centre (u, v, d) as the centre of mass of the valid depth pixels.
+
+    As in DeepPrior (Oberweger et al.): the hand is the object closest to the
+    camera, so start from the mean (u, v, d) of the valid pixels less than
+    `cube_mm` behind the nearest one, then refine a few times keeping only the
+    pixels inside the cube around the current estimate (projected window and
+    depth range), so that background or a forearm pulls the centre less.
+    `origin` is the full-image (u, v) of depth_mm[0, 0].
+    """
+    depth_mm = _check_depth(depth_mm)
+    rows, cols = np.nonzero(depth_mm > 0)
+    if rows.size == 0:
+        raise UserError("cannot find the hand centre: the depth map has no valid (> 0) pixel")
+    points = np.stack([cols + origin[0], rows + origin[1], depth_mm[rows, cols]], axis=-1).astype(np.float64)
+    center = points[points[:, 2] <= points[:, 2].min() + cube_mm].mean(axis=0)
+    for _ in range(_COM_ITERATIONS):
+        u0, v0, u1, v1 = crop_window(center, cube_mm, camera)
+        inside = (
+            (points[:, 0] >= u0) & (points[:, 0] <= u1)
+            & (points[:, 1] >= v0) & (points[:, 1] <= v1)
+            & (np.abs(points[:, 2] - center[2]) <= 0.5 * cube_mm)
+        )
+        if not inside.any():
+            break
+        refined = points[inside].mean(axis=0)
+        if np.allclose(refined, center):
+            break
+        center = refined
+    return center
+
+
+def normalize_depth(depth_mm, center_d_mm, cube_mm: float = CUBE_MM) -> tf.Tensor:
+    """Scale depth to [-1, 1] around the centre depth: (d - centre) / (cube/2), clipped.
+
+    Missing depth (0) becomes +1 (as far as the cube's back face). `depth_mm` is
+    (B, S, S) or (B, S, S, 1) (or a single frame with a scalar centre);
+    `center_d_mm` has the leading shape, e.g. (B,). TensorFlow ops, so this runs
+    in tf.data and inside exported graphs; NumPy input is accepted. Returns a
+    float32 tf.Tensor.
+    """
+    import tensorflow as tf
+
+    depth_mm = tf.convert_to_tensor(depth_mm, dtype=tf.float32)
+    center = tf.convert_to_tensor(center_d_mm, dtype=tf.float32)
+    # One centre per frame: append axes so it broadcasts over the frame's pixels.
+    extra_axes = tf.ones([tf.rank(depth_mm) - tf.rank(center)], tf.int32)
+    center = tf.reshape(center, tf.concat([tf.shape(center), extra_axes], 0))
+    scaled = tf.clip_by_value((depth_mm - center) / (0.5 * cube_mm), -1.0, 1.0)
+    return tf.where(depth_mm > 0, scaled, tf.ones_like(scaled))
+
+
+def local_contrast_normalize(x, kernel: int = LCN_KERNEL) -> tf.Tensor:
+    """Torch7-style local contrast normalisation (SpatialContrastiveNormalization).
+
+    With w a kernel x kernel Gaussian (sigma = 0.25 * kernel px, as Torch7's
+    `image.gaussian`) normalised to sum 1, `*` a zero-padded 'same' convolution
+    and c = w * 1 the edge correction (1 inside, < 1 near borders):
+
+        m     = (w * x) / c                      # local mean
+        y     = x - m                            # subtractive step
+        s     = sqrt(w * y^2) / c                # local standard deviation
+        s_bar = mean of s over the image          # per image
+        out   = y / max(s, s_bar, 1e-4)          # divisive step
+
+    (Torch7 divides the square root by c, not the variance, so s is larger
+    near the borders; kept as is to match the paper's implementation.)
+
+    `x` is (B, S, S) or (B, S, S, 1); returns a float32 tf.Tensor of the same shape.
+    """
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(x, dtype=tf.float32)
+    squeeze = x.shape.rank == 3
+    if squeeze:
+        x = x[..., None]
+    weights = tf.constant(_gaussian_kernel(kernel)[:, :, None, None], dtype=tf.float32)
+
+    def smooth(t):
+        return tf.nn.conv2d(t, weights, strides=1, padding="SAME")
+
+    coef = smooth(tf.ones_like(x[:1]))
+    centered = x - smooth(x) / coef
+    local_std = tf.sqrt(tf.maximum(smooth(tf.square(centered)), 0.0)) / coef
+    mean_std = tf.reduce_mean(local_std, axis=[1, 2, 3], keepdims=True)
+    out = centered / tf.maximum(tf.maximum(local_std, mean_std), 1e-4)
+    return out[..., 0] if squeeze else out
+
+
+def joints_to_crop(joints_xyz, center_xyz, cube_mm: float = CUBE_MM):
+    """Joints (..., J, 3) in mm -> relative to the centre (..., 3), in half-cube units."""
+    joints_xyz, center_xyz = _as_arrays(joints_xyz, center_xyz)
+    return (joints_xyz - center_xyz[..., None, :]) / (0.5 * cube_mm)
+
+
+def crop_to_joints(normalized, center_xyz, cube_mm: float = CUBE_MM):
+    """Inverse of `joints_to_crop`: half-cube units (..., J, 3) -> xyz mm."""
+    normalized, center_xyz = _as_arrays(normalized, center_xyz)
+    return normalized * (0.5 * cube_mm) + center_xyz[..., None, :]
+
+
+def _as_arrays(*values):
+    """Keep tensors as they are (graph code); turn anything else into float64 arrays."""
+    # TensorFlow is imported lazily (renderers and the CLI start faster without it);
+    # if nobody imported it, no value can be a tensor.
+    tf = sys.modules.get("tensorflow")
+    return tuple(v if tf is not None and tf.is_tensor(v) else np.asarray(v, dtype=np.float64) for v in values)
+
+
+def _expand_to(center: np.ndarray, ndim: int) -> np.ndarray:
+    """Append axes to a per-frame value so it broadcasts over the frame's pixels."""
+    return center.reshape(center.shape + (1,) * (ndim - center.ndim))
+
+
+def _check_depth(depth_mm: np.ndarray) -> np.ndarray:
+    depth_mm = np.asarray(depth_mm)
+    if depth_mm.ndim != 2:
+        raise UserError(f"depth map must be (H, W), got shape {depth_mm.shape}")
+    if not np.all(np.isfinite(depth_mm)):
+        raise UserError("depth map has NaN or infinite values (expected mm >= 0, 0 = no data)")
+    if np.any(depth_mm < 0):
+        raise UserError("depth map has negative values (expected mm >= 0, 0 = no data)")
+    return depth_mm
+
+
+def _gaussian_kernel(size: int) -> np.ndarray:
+    """Torch7 `image.gaussian(size)`: sigma = 0.25 * size, normalised to sum 1."""
+    offsets = np.arange(size) - (size - 1) / 2
+    g = np.exp(-0.5 * (offsets / (0.25 * size)) ** 2)
+    kernel = np.outer(g, g)
+    return kernel / kernel.sum()

@@ -1,0 +1,376 @@
+"""Data sets on disk: `.npz` shards plus a `manifest.json`, read by NumPy or tf.data.
+
+A data set is a folder with `shard-00000.npz`, `shard-00001.npz`, ... and a
+`manifest.json` (see docs/architecture.md, "Data set on disk"). Shards are
+written atomically and the manifest last, so a folder without `manifest.json`
+is an unfinished data set. While it is being written, the folder holds
+`pending.json` with the generation parameters, so a run with other parameters
+cannot silently mix its shards with the old ones, and the same run resumes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+import keras_hpe
+from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.data.crop import CUBE_MM
+from keras_hpe.data.skeleton import NUM_JOINTS, NUM_LABELS
+from keras_hpe.errors import UserError
+
+FORMAT = "keras_hpe.dataset/1"
+FIELDS = ("depth_mm", "labels", "joints_uvd", "joints_xyz", "center_uvd")
+FIELD_DTYPES = {
+    "depth_mm": np.dtype(np.float32),
+    "labels": np.dtype(np.uint8),
+    "joints_uvd": np.dtype(np.float32),
+    "joints_xyz": np.dtype(np.float32),
+    "center_uvd": np.dtype(np.float32),
+}
+DOMAINS = ("synth", "sensor", "nyu")
+MANIFEST_NAME = "manifest.json"
+PENDING_NAME = "pending.json"
+
+
+def field_shape(name: str, size: int) -> tuple[int, ...]:
+    """Per-frame shape of field `name` for crops of `size` x `size`."""
+    shapes = {
+        "depth_mm": (size, size),
+        "labels": (size, size),
+        "joints_uvd": (NUM_JOINTS, 3),
+        "joints_xyz": (NUM_JOINTS, 3),
+        "center_uvd": (3,),
+    }
+    if name not in shapes:
+        raise UserError(f"unknown data set field {name!r}; known: {', '.join(FIELDS)}")
+    return shapes[name]
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.npz"
+
+
+@dataclass
+class Manifest:
+    """What a data set folder holds: enough for a later stage to check its input."""
+
+    format: str
+    domain: str
+    count: int
+    size: int
+    cube_mm: float
+    seed: int
+    camera: dict
+    fields: list[str]
+    version: str
+    shards: list[dict] = field(default_factory=list)
+    params: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Manifest":
+        names = set(cls.__dataclass_fields__)
+        missing = names - set(values)
+        if missing:
+            raise UserError(f"manifest lacks the key(s) {', '.join(sorted(missing))}")
+        return cls(**{name: values[name] for name in names})
+
+    @property
+    def camera_model(self) -> Camera:
+        return Camera.from_dict(self.camera)
+
+
+class DatasetWriter:
+    """Write a data set folder shard by shard, atomically, resumable.
+
+    Creating a writer on a folder left by an interrupted run with the same
+    parameters resumes it (`has_shard` tells which shards are done); a folder
+    holding anything else raises `UserError`.
+    """
+
+    def __init__(
+        self,
+        out: str | Path,
+        *,
+        domain: str,
+        size: int,
+        seed: int,
+        fields: Iterable[str],
+        cube_mm: float = CUBE_MM,
+        camera: Camera = NYU_CAMERA,
+        params: dict | None = None,
+    ) -> None:
+        self.out = Path(out)
+        self.fields = list(fields)
+        if domain not in DOMAINS:
+            raise UserError(f"unknown data set domain {domain!r}; known: {', '.join(DOMAINS)}")
+        for name in self.fields:
+            field_shape(name, 1)
+        if "depth_mm" not in self.fields:
+            raise UserError("a data set needs the field 'depth_mm'")
+        if len(set(self.fields)) != len(self.fields):
+            raise UserError(f"repeated data set fields: {self.fields}")
+        if int(size) <= 0:
+            raise UserError(f"crop size must be > 0, got {size}")
+        self.identity = _json_normal({
+            "format": FORMAT, "domain": domain, "size": int(size), "cube_mm": float(cube_mm),
+            "seed": int(seed), "camera": camera.to_dict(), "fields": self.fields, "params": params or {},
+        })
+        self._claim_folder()
+
+    def _claim_folder(self) -> None:
+        if self.out.exists() and not self.out.is_dir():
+            raise UserError(f"{self.out} exists and is not a folder")
+        manifest_path, pending_path = self.out / MANIFEST_NAME, self.out / PENDING_NAME
+        if manifest_path.exists():
+            previous = _identity_of(read_manifest(self.out).to_dict())
+            source = manifest_path
+        elif pending_path.exists():
+            try:
+                previous = json.loads(pending_path.read_text())
+            except json.JSONDecodeError as error:
+                raise UserError(f"{pending_path} is not valid JSON: {error}") from None
+            source = pending_path
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out} is not empty and is not a data set; choose another output folder")
+        else:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_text(pending_path, json.dumps(self.identity, indent=2))
+            return
+        if previous != self.identity:
+            changed = sorted(k for k in self.identity if previous.get(k) != self.identity[k])
+            raise UserError(
+                f"{self.out} holds a data set made with other parameters (different: {', '.join(changed)}; "
+                f"see {source.name}); delete it or choose another output folder"
+            )
+
+    @property
+    def finished(self) -> bool:
+        """True when the folder already holds the finished data set (same parameters)."""
+        return (self.out / MANIFEST_NAME).exists()
+
+    def has_shard(self, index: int) -> bool:
+        return (self.out / shard_name(index)).exists()
+
+    def write_shard(self, index: int, arrays: dict[str, np.ndarray]) -> None:
+        """Check `arrays` (one per field, all with the same frame count) and write shard `index`."""
+        size = self.identity["size"]
+        if set(arrays) != set(self.fields):
+            raise ValueError(f"shard {index}: fields {sorted(arrays)} != data set fields {sorted(self.fields)}")
+        arrays = {name: np.asarray(a) for name, a in arrays.items()}
+        count = len(arrays["depth_mm"]) if arrays["depth_mm"].ndim else 0
+        for name, array in arrays.items():
+            expected = (count,) + field_shape(name, size)
+            if array.shape != expected or array.dtype != FIELD_DTYPES[name]:
+                raise ValueError(
+                    f"shard {index}: field {name!r} is {array.dtype}{array.shape}, "
+                    f"expected {FIELD_DTYPES[name]}{expected}"
+                )
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+                raise ValueError(f"shard {index}: field {name!r} has NaN or infinite values")
+        if not count:
+            raise ValueError(f"shard {index} is empty")
+        if np.any(arrays["depth_mm"] < 0):
+            raise ValueError(f"shard {index}: depth_mm has negative values")
+        if "labels" in arrays and np.any(arrays["labels"] >= NUM_LABELS):
+            raise ValueError(f"shard {index}: labels must be part ids 0..{NUM_LABELS - 1}")
+        with atomic_path(self.out / shard_name(index)) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def finish(self) -> Manifest:
+        """Write `manifest.json` (last) for the shards 0..k-1 on disk and return it."""
+        shards = []
+        while self.has_shard(len(shards)):
+            path = self.out / shard_name(len(shards))
+            shards.append({"file": path.name, "count": _shard_count(path)})
+        stray = sorted(p.name for p in self.out.glob("shard-*.npz") if p.name not in {s["file"] for s in shards})
+        if not shards or stray:
+            raise UserError(f"{self.out}: shards are not numbered 0..k-1 (found {stray or 'none'})")
+        identity = self.identity
+        manifest = Manifest(
+            format=FORMAT, domain=identity["domain"], count=sum(s["count"] for s in shards),
+            size=identity["size"], cube_mm=identity["cube_mm"], seed=identity["seed"],
+            camera=identity["camera"], fields=identity["fields"], version=keras_hpe.__version__,
+            shards=shards, params=identity["params"],
+        )
+        write_text(self.out / MANIFEST_NAME, json.dumps(manifest.to_dict(), indent=2) + "\n")
+        (self.out / PENDING_NAME).unlink(missing_ok=True)
+        return manifest
+
+
+def generate_dataset(
+    out: str | Path,
+    n: int,
+    *,
+    make_shard: Callable[[np.random.Generator, int], dict],
+    domain: str,
+    size: int,
+    seed: int,
+    fields: Iterable[str],
+    shard_size: int = 1024,
+    params: dict | None = None,
+    cube_mm: float = CUBE_MM,
+    progress: bool = True,
+) -> Manifest:
+    """Write `n` frames made by `make_shard(rng, count)` to `out`, resuming an interrupted run.
+
+    Shard i holds frames [i * shard_size, ...) and is made from
+    `np.random.default_rng([seed, i])`, so the data do not depend on where a
+    run was interrupted. A finished data set with the same parameters is
+    returned as it is.
+    """
+    from tqdm.auto import tqdm
+
+    if int(n) <= 0:
+        raise UserError(f"number of frames must be > 0, got {n}")
+    if int(shard_size) <= 0:
+        raise UserError(f"shard size must be > 0, got {shard_size}")
+    n, shard_size = int(n), int(shard_size)
+    params = {**(params or {}), "n": n, "shard_size": shard_size}
+    writer = DatasetWriter(out, domain=domain, size=size, seed=seed, fields=fields, cube_mm=cube_mm, params=params)
+    if writer.finished:
+        return read_manifest(writer.out)
+    counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
+    done = sum(c for i, c in enumerate(counts) if writer.has_shard(i))
+    with tqdm(total=n, initial=done, unit="frame", desc=f"{domain} data", disable=not progress) as bar:
+        for index, count in enumerate(counts):
+            if writer.has_shard(index):
+                continue
+            writer.write_shard(index, make_shard(np.random.default_rng([seed, index]), count))
+            bar.update(count)
+    return writer.finish()
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and check `path/manifest.json`."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"data set folder {path} does not exist")
+    manifest_path = path / MANIFEST_NAME
+    if not manifest_path.exists():
+        raise UserError(f"{path} is not a finished data set: no {MANIFEST_NAME}")
+    try:
+        values = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{manifest_path} is not valid JSON: {error}") from None
+    if not isinstance(values, dict) or values.get("format") != FORMAT:
+        found = values.get("format") if isinstance(values, dict) else type(values).__name__
+        raise UserError(f"{manifest_path}: unknown format {found!r}, expected {FORMAT!r}")
+    manifest = Manifest.from_dict(values)
+    unknown = [name for name in manifest.fields if name not in FIELDS]
+    if unknown:
+        raise UserError(f"{manifest_path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    return manifest
+
+
+def load_arrays(path: str | Path, fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Load the data set at `path` into memory: {field: all frames concatenated}."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    fields = _check_fields(manifest, path, fields)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in fields}
+    for shard in manifest.shards:
+        arrays = _load_shard(path / shard["file"], fields)
+        for name in fields:
+            parts[name].append(arrays[name])
+    return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def load_frames(path: str | Path, indices: Iterable[int], fields: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+    """Load only the frames `indices` (in that order), reading only the shards that hold them."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    fields = _check_fields(manifest, path, fields)
+    indices = np.asarray(list(indices), dtype=np.int64)
+    if indices.size and (indices.min() < 0 or indices.max() >= manifest.count):
+        raise UserError(f"frame indices must be in 0..{manifest.count - 1} for data set {path}")
+    starts = np.cumsum([0] + [shard["count"] for shard in manifest.shards])
+    shard_of = np.searchsorted(starts, indices, side="right") - 1
+    out = {name: np.zeros((indices.size,) + field_shape(name, manifest.size), FIELD_DTYPES[name]) for name in fields}
+    for shard in np.unique(shard_of):
+        arrays = _load_shard(path / manifest.shards[shard]["file"], fields)
+        rows = shard_of == shard
+        for name in fields:
+            out[name][rows] = arrays[name][indices[rows] - starts[shard]]
+    return out
+
+
+def make_tf_dataset(path: str | Path, fields: Iterable[str] | None = None, *, shuffle: bool = False, seed: int = 0):
+    """A `tf.data.Dataset` of per-frame dicts {field: tensor}, unbatched, streamed shard by shard.
+
+    With `shuffle`, every pass visits the shards in a random order and the
+    frames of each shard in a random order, drawn from `default_rng([seed, pass])`:
+    deterministic given the seed, different at each epoch.
+    """
+    import tensorflow as tf
+
+    path = Path(path)
+    manifest = read_manifest(path)
+    fields = _check_fields(manifest, path, fields)
+    files = [path / shard["file"] for shard in manifest.shards]
+    passes = itertools.count()
+
+    def shards():
+        rng = np.random.default_rng([seed, next(passes)])
+        order = rng.permutation(len(files)) if shuffle else range(len(files))
+        for index in order:
+            arrays = _load_shard(files[index], fields)
+            if shuffle:
+                frames = rng.permutation(len(arrays[fields[0]]))
+                arrays = {name: a[frames] for name, a in arrays.items()}
+            yield arrays
+
+    signature = {
+        name: tf.TensorSpec((None,) + field_shape(name, manifest.size), tf.as_dtype(FIELD_DTYPES[name]))
+        for name in fields
+    }
+    dataset = tf.data.Dataset.from_generator(shards, output_signature=signature).unbatch()
+    return dataset.apply(tf.data.experimental.assert_cardinality(manifest.count))
+
+
+def _check_fields(manifest: Manifest, path: Path, fields: Iterable[str] | None) -> list[str]:
+    fields = list(manifest.fields if fields is None else fields)
+    missing = [name for name in fields if name not in manifest.fields]
+    if missing:
+        raise UserError(
+            f"data set {path} ({manifest.domain}) has no field(s) {', '.join(missing)}; "
+            f"it has {', '.join(manifest.fields)}"
+        )
+    return fields
+
+
+def _load_shard(path: Path, fields: list[str]) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path) as shard:
+            return {name: shard[name] for name in fields}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise UserError(f"cannot read shard {path}: {error}") from None
+
+
+def _shard_count(path: Path) -> int:
+    """Frame count of a shard from the header of its depth array, without reading the data."""
+    with zipfile.ZipFile(path) as archive, archive.open("depth_mm.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        return int(read_header(f)[0][0])
+
+
+def _identity_of(manifest: dict) -> dict:
+    keys = ("format", "domain", "size", "cube_mm", "seed", "camera", "fields", "params")
+    return _json_normal({key: manifest[key] for key in keys})
+
+
+def _json_normal(values: dict) -> dict:
+    """Tuples become lists, as after a JSON round trip, so identities compare equal."""
+    return json.loads(json.dumps(values))
