@@ -1,0 +1,233 @@
+"""The paper's picture figures: Fig. 5 (segmentation examples) and Fig. 9 (pose montage).
+
+Arrays in, PNG out (written atomically). The plots of Fig. 6 (per-part
+accuracy) and Fig. 8 (success curves) are `evaluation.segmentation.plot_per_part_accuracy`
+and `evaluation.joints.plot_success_curves`. Every panel is `panel_px` square,
+so a figure's size in pixels is known in advance: (columns x panel_px,
+rows x panel_px + CAPTION_PX).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_hpe.atomic import atomic_path
+from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.data.crop import CUBE_MM, uvd_to_crop
+from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_LABELS, PART_COLORS, SKELETON_EDGES
+from keras_hpe.errors import UserError
+from keras_hpe.evaluation.joints import evaluate_joints
+from keras_hpe.evaluation.segmentation import evaluate_segmentation
+
+CAPTION_PX = 24  # the strip of column titles (Fig. 5) or legend (Fig. 9)
+FIG9_FRAMES = 24  # the paper shows 24 random test frames
+_DPI = 100
+_PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)
+_PALM_BONE_RGB = (1.0, 0.15, 0.15)
+_GT_COLOR = "white"
+
+SEGMENTATION_COLUMNS = ("depth", "synthetic only", "restored", "fine-tuned", "ground truth")
+
+
+def plot_segmentation_examples(
+    out_png: str | os.PathLike,
+    depth_mm: np.ndarray,
+    *,
+    synthetic_only: np.ndarray | None,
+    restored: np.ndarray | None,
+    fine_tuned: np.ndarray | None,
+    ground_truth: np.ndarray,
+    panel_px: int = 128,
+) -> Path:
+    """Paper Fig. 5: one row per frame; depth, three predictions, ground truth.
+
+    `depth_mm` is (N, S, S) crops; the label maps are (N, S, S) part ids drawn
+    in `skeleton.PART_COLORS`. A prediction that was not made (None) shows
+    "not run". Each prediction panel gives its per-pixel accuracy on the frame.
+    """
+    depth_mm = _check_depth(depth_mm)
+    maps = {"synthetic only": synthetic_only, "restored": restored, "fine-tuned": fine_tuned,
+            "ground truth": ground_truth}
+    for name, labels in maps.items():
+        if labels is not None:
+            maps[name] = _check_labels(labels, name, depth_mm.shape)
+    if maps["ground truth"] is None:
+        raise UserError("segmentation examples: the ground-truth label maps are required")
+    gt = maps["ground truth"]
+    figure, axes = _panel_grid(len(depth_mm), len(SEGMENTATION_COLUMNS), panel_px, caption_on_top=True)
+    for column, name in enumerate(SEGMENTATION_COLUMNS):
+        figure.text((column + 0.5) / len(SEGMENTATION_COLUMNS), 1 - 0.5 * CAPTION_PX / figure.bbox.height,
+                    name, ha="center", va="center", fontsize=9)
+    for row, depth in enumerate(depth_mm):
+        _show_depth(axes[row, 0], depth)
+        for column, name in enumerate(SEGMENTATION_COLUMNS[1:], start=1):
+            ax = axes[row, column]
+            labels = maps[name]
+            if labels is None:
+                ax.imshow(np.zeros_like(gt[row]), cmap="gray", vmin=0, vmax=1)
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", color="gray", transform=ax.transAxes)
+                continue
+            ax.imshow(_PART_RGB[labels[row]], interpolation="nearest")
+            if name != "ground truth" and (gt[row] > 0).any():
+                accuracy = evaluate_segmentation(labels[row : row + 1], gt[row : row + 1]).per_pixel_accuracy
+                _corner_text(ax, f"{100 * accuracy:.0f}%")
+    return _save(figure, out_png)
+
+
+def plot_pose_montage(
+    out_png: str | os.PathLike,
+    depth_mm: np.ndarray,
+    pred_uvd: np.ndarray,
+    center_uvd: np.ndarray,
+    *,
+    gt_uvd: np.ndarray | None = None,
+    frame_ids: np.ndarray | None = None,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+    columns: int = 6,
+    panel_px: int = 128,
+) -> Path:
+    """Paper Fig. 9: predicted skeletons drawn on the depth crops of test frames.
+
+    `depth_mm` (N, S, S) crops, `pred_uvd` / `gt_uvd` (N, 14, 3) full-image
+    joints, `center_uvd` (N, 3) the crop centres; joints are projected into
+    crop pixels with `crop.uvd_to_crop`. The prediction is drawn in the parts'
+    colours, the ground truth (if given) dashed in white, and each panel names
+    its frame (`frame_ids`, default 0..N-1) and, with ground truth, the
+    frame's mean 3D error.
+    """
+    depth_mm = _check_depth(depth_mm)
+    count, size = depth_mm.shape[0], depth_mm.shape[1]
+    pred_uvd = _check_joints(pred_uvd, "predicted joints", count)
+    center_uvd = np.asarray(center_uvd, dtype=np.float64)
+    if center_uvd.shape != (count, 3):
+        raise UserError(f"crop centres: expected shape ({count}, 3), got {center_uvd.shape}")
+    frame_ids = np.arange(count) if frame_ids is None else np.asarray(frame_ids)
+    if frame_ids.shape != (count,):
+        raise UserError(f"frame ids: expected shape ({count},), got {frame_ids.shape}")
+    if columns < 1:
+        raise UserError(f"columns must be >= 1, got {columns}")
+    pred_px = uvd_to_crop(pred_uvd, center_uvd, size, cube_mm, camera)
+    if gt_uvd is not None:
+        gt_uvd = _check_joints(gt_uvd, "ground-truth joints", count)
+        gt_px = uvd_to_crop(gt_uvd, center_uvd, size, cube_mm, camera)
+        frame_error_mm = evaluate_joints(pred_uvd, gt_uvd).errors_mm.mean(axis=1)
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    figure, axes = _panel_grid(rows, columns, panel_px, caption_on_top=False)
+    legend = "prediction: coloured skeleton" + (", ground truth: dashed white" if gt_uvd is not None else "")
+    figure.text(0.5, 0.5 * CAPTION_PX / figure.bbox.height, legend, ha="center", va="center", fontsize=8)
+    for k in range(count):
+        ax = axes.flat[k]
+        _show_depth(ax, depth_mm[k], dim=True)
+        if gt_uvd is not None:
+            _draw_skeleton(ax, gt_px[k], [_GT_COLOR] * len(SKELETON_EDGES), _GT_COLOR, linestyle="--", linewidth=1)
+        _draw_skeleton(ax, pred_px[k], _bone_colors(), "white", linestyle="-", linewidth=1.6)
+        ax.set_xlim(-0.5, size - 0.5)
+        ax.set_ylim(size - 0.5, -0.5)
+        label = f"#{frame_ids[k]}" + (f"  {frame_error_mm[k]:.1f} mm" if gt_uvd is not None else "")
+        _corner_text(ax, label, top=True)
+    return _save(figure, out_png)
+
+
+def sample_frames(count: int, n: int = FIG9_FRAMES, seed: int = 0) -> np.ndarray:
+    """`n` distinct frame indices drawn at random from `count` (all if fewer), sorted."""
+    if count < 1 or n < 1:
+        raise UserError(f"sample_frames: need count >= 1 and n >= 1, got {count} and {n}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(count, size=min(n, count), replace=False))
+
+
+def _bone_colors() -> list:
+    """Each finger's bones in the colour of its proximal phalanx (saturated, unlike the pale tips); palm red."""
+    colors = []
+    for outer, _ in SKELETON_EDGES:
+        part = JOINT_PARTS[outer][-1]
+        if part == 1:
+            colors.append(_PALM_BONE_RGB)
+            continue
+        # Thumb parts are 2-4 (proximal 3); other fingers 4 parts from 5 on (knuckle, proximal, ...).
+        proximal = 3 if part <= 4 else part - (part - 5) % 4 + 1
+        colors.append(tuple(_PART_RGB[proximal] / 255.0))
+    return colors
+
+
+def _draw_skeleton(
+    ax, joints_px: np.ndarray, bone_colors: list, joint_color: str, linestyle: str, linewidth: float
+) -> None:
+    for (a, b), color in zip(SKELETON_EDGES, bone_colors):
+        ax.plot(joints_px[[a, b], 0], joints_px[[a, b], 1], color=color, linestyle=linestyle, linewidth=linewidth)
+    ax.scatter(joints_px[:, 0], joints_px[:, 1], s=5, color=joint_color, edgecolors="none", zorder=3)
+
+
+def _panel_grid(rows: int, columns: int, panel_px: int, caption_on_top: bool):
+    """A figure of rows x columns square panels, axes off, plus a caption strip."""
+    from matplotlib.figure import Figure
+
+    if panel_px < 16:
+        raise UserError(f"panel size must be >= 16 px, got {panel_px}")
+    width_px, height_px = columns * panel_px, rows * panel_px + CAPTION_PX
+    figure = Figure(figsize=(width_px / _DPI, height_px / _DPI), dpi=_DPI)
+    caption = CAPTION_PX / height_px
+    # Thin white gaps keep neighbouring black backgrounds apart.
+    figure.subplots_adjust(left=0, right=1, wspace=0.03, hspace=0.03,
+                           top=1 - caption if caption_on_top else 1, bottom=0 if caption_on_top else caption)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    return figure, axes
+
+
+def _show_depth(ax, depth_mm: np.ndarray, dim: bool = False) -> None:
+    """Depth in grey as in data.show: near is bright, no data is black.
+
+    `dim` keeps the hand in mid greys so that coloured and white lines on top stay visible.
+    """
+    import matplotlib
+
+    cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="black")
+    depth = np.ma.masked_equal(depth_mm, 0)
+    near, far = (float(depth.min()), float(depth.max())) if depth.count() else (0.0, 1.0)
+    spread = max(far - near, 1.0)
+    limits = (near - 0.3 * spread, far + 0.4 * spread) if dim else (near, far)
+    ax.imshow(depth, cmap=cmap, vmin=limits[0], vmax=limits[1], interpolation="nearest")
+
+
+def _corner_text(ax, text: str, top: bool = False) -> None:
+    ax.text(0.03, 0.97 if top else 0.03, text, transform=ax.transAxes, ha="left", va="top" if top else "bottom",
+            fontsize=7, color="white", bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "linewidth": 0})
+
+
+def _save(figure, out_png: str | os.PathLike) -> Path:
+    out_png = Path(out_png)
+    with atomic_path(out_png) as tmp:
+        figure.savefig(tmp, format="png", dpi=_DPI)
+    return out_png
+
+
+def _check_depth(depth_mm: np.ndarray) -> np.ndarray:
+    depth_mm = np.asarray(depth_mm)
+    if depth_mm.ndim != 3 or depth_mm.shape[0] == 0 or depth_mm.shape[1] != depth_mm.shape[2]:
+        raise UserError(f"depth crops: expected shape (N>0, S, S), got {depth_mm.shape}")
+    if not np.all(np.isfinite(depth_mm)) or np.any(depth_mm < 0):
+        raise UserError("depth crops: expected finite depth in mm >= 0 (0 = no data)")
+    return depth_mm
+
+
+def _check_labels(labels: np.ndarray, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != shape:
+        raise UserError(f"{name} label maps: expected shape {shape} like the depth crops, got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= NUM_LABELS:
+        raise UserError(f"{name} label maps: expected integer part ids 0..{NUM_LABELS - 1}")
+    return labels
+
+
+def _check_joints(joints_uvd: np.ndarray, name: str, count: int) -> np.ndarray:
+    joints_uvd = np.asarray(joints_uvd, dtype=np.float64)
+    if joints_uvd.shape != (count, NUM_JOINTS, 3):
+        raise UserError(f"{name}: expected shape ({count}, {NUM_JOINTS}, 3), got {joints_uvd.shape}")
+    return joints_uvd

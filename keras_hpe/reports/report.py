@@ -1,0 +1,227 @@
+"""The reproduction report: README.md, the tables' CSVs and summary.json in one folder.
+
+`write_report` takes results as plain objects (see `reports.tables`), the
+wall time of each stage, the configuration and the data manifests, and the
+figures already drawn; every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import platform
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+import keras_hpe
+from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.errors import UserError
+from keras_hpe.evaluation.joints import JointErrors, plot_success_curves
+from keras_hpe.reports.tables import Table, markdown_table, table2 as build_table2, table3 as build_table3
+from keras_hpe.reports.tables import table4 as build_table4
+
+TITLE = (
+    "Reproduction of Neverova et al., \"Hand Pose Estimation through Semi-Supervised and "
+    "Weakly-Supervised Learning\" (CVIU 2017)"
+)
+FIGURE_CAPTIONS = {
+    "fig5": "Fig. 5: segmentation examples on the real evaluation split: depth, prediction after synthetic "
+            "training only, restored (eq. 2), prediction after semi/weakly-supervised fine-tuning, ground truth; "
+            "the percentage is the frame's per-pixel accuracy.",
+    "fig6": "Fig. 6: accuracy per hand part, before and after semi/weakly-supervised training.",
+    "fig8": "Fig. 8: fraction of test frames whose maximum joint error is within D.",
+    "fig9": "Fig. 9: predicted skeletons of the full method on randomly drawn test frames.",
+}
+CURVES_FIGURE = "fig8_success_curves.png"
+
+
+def machine_info() -> dict[str, object]:
+    """The machine and software the report was made on (no TensorFlow import needed)."""
+    return {
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": _package_version("tensorflow", "tensorflow-cpu"),
+        "keras": _package_version("keras"),
+        "numpy": _package_version("numpy"),
+        "keras_hpe": keras_hpe.__version__,
+    }
+
+
+def write_report(
+    out_dir: str | os.PathLike,
+    *,
+    table2: Mapping[str, object] | None = None,
+    table3: Mapping[str, object] | None = None,
+    table4: Mapping[str, object] | None = None,
+    curves: Mapping[str, JointErrors] | None = None,
+    seconds: Mapping[str, float],
+    manifests: Mapping[str, Mapping],
+    config: Mapping | object,
+    machine: Mapping[str, object] | None = None,
+    figures: Mapping[str, str | os.PathLike],
+) -> Path:
+    """Write README.md, table2/3/4.csv and summary.json (and the Fig. 8 curves) into `out_dir`.
+
+    table2/3/4: row key -> result, as taken by `tables.table2/3/4` (None: stage not run).
+    curves: method -> `JointErrors`; written as success_curves.csv (max-error
+        curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
+    seconds: wall time per stage. manifests: name -> data set manifest dict
+        (a "domain" of "nyu" marks results on NYU). figures: key ("fig5",
+        "fig6", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
+    Returns the README's path.
+    """
+    out_dir = Path(out_dir)
+    seconds = _check_seconds(seconds)
+    machine = dict(machine_info() if machine is None else machine)
+    figures = {name: Path(path) for name, path in figures.items()}
+    for name, path in figures.items():
+        if not path.is_file():
+            raise UserError(f"figure {name!r}: no such file {path}")
+    tables = [build_table2(table2), build_table3(table3), build_table4(table4)]
+    for table in tables:
+        table.write_csv(out_dir / f"{table.name}.csv")
+    if curves:
+        _write_curves_csv(curves, out_dir / "success_curves.csv")
+        if "fig8" not in figures:
+            figures["fig8"] = plot_success_curves(curves, out_dir / CURVES_FIGURE, mode="max")
+    summary = {table.name: table.summary for table in tables}
+    summary["seconds"] = seconds
+    write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    readme = out_dir / "README.md"
+    write_text(readme, _readme(out_dir, tables, figures, seconds, manifests, config, machine, bool(curves)))
+    return readme
+
+
+def _readme(
+    out_dir: Path,
+    tables: list[Table],
+    figures: dict[str, Path],
+    seconds: dict[str, float],
+    manifests: Mapping[str, Mapping],
+    config: Mapping | object,
+    machine: Mapping[str, object],
+    has_curves: bool,
+) -> str:
+    sections = [f"# {TITLE}", _data_statement(manifests)]
+    verdicts = [verdict.to_markdown() for table in tables for verdict in table.verdicts]
+    sections.append("## The paper's claims, checked\n\n" + "\n".join(verdicts))
+    csv_files = ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables)
+    sections.append(f"## Tables\n\nNumbers are also in {csv_files} and [summary.json](summary.json).")
+    sections += [table.to_markdown().rstrip() for table in tables]
+    if figures:
+        sections.append("## Figures")
+        # The paper's figures in its order, then any others as given.
+        order = [name for name in FIGURE_CAPTIONS if name in figures]
+        order += [name for name in figures if name not in FIGURE_CAPTIONS]
+        for name in order:
+            path = figures[name]
+            link = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
+            caption = FIGURE_CAPTIONS.get(name, name)
+            sections.append(f"![{name}]({link})\n\n*{caption}*")
+        if has_curves:
+            sections.append("The curves are in [success_curves.csv](success_curves.csv).")
+    sections.append("## Wall time\n\n" + _seconds_table(seconds))
+    sections.append("## Machine\n\n" + markdown_table(
+        ["", "value"], [[str(key), str(value)] for key, value in machine.items()], align="ll"))
+    sections.append("## Configuration and data\n\n" + _details("configuration", config))
+    sections += [_details(f"data: {name}", manifest) for name, manifest in manifests.items()]
+    return "\n\n".join(sections) + "\n"
+
+
+def _data_statement(manifests: Mapping[str, Mapping]) -> str:
+    domains = {manifest.get("domain") for manifest in manifests.values() if isinstance(manifest, Mapping)}
+    if "nyu" in domains:
+        return (
+            "**Data.** The real-domain results are on the NYU Hand Pose Dataset (Kinect depth). The synthetic "
+            "training frames are this project's own renders, not the paper's Poser renders, so numbers still "
+            "differ from the paper's for that reason."
+        )
+    return (
+        "**Data.** These results are on the project's **simulated benchmark**, not on NYU: synthetic renders of "
+        "a parametric hand, and a simulated structured-light \"real\" domain (a different hand shape and pose "
+        "distribution seen through a depth-sensor model) standing in for NYU. Absolute numbers are therefore not "
+        "comparable with the paper's; what carries over is whether each step helps, and by how much, which the "
+        "verdicts below check."
+    )
+
+
+def _seconds_table(seconds: dict[str, float]) -> str:
+    rows = [[stage, f"{value:.1f}", _clock(value)] for stage, value in seconds.items()]
+    total = sum(seconds.values())
+    rows.append(["**total**", f"**{total:.1f}**", f"**{_clock(total)}**"])
+    return markdown_table(["stage", "seconds", "h:mm:ss"], rows)
+
+
+def _clock(seconds: float) -> str:
+    minutes, second = divmod(round(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"
+
+
+def _details(summary: str, values: Mapping | object) -> str:
+    text = json.dumps(values, indent=2, default=_json_default)
+    return f"<details><summary>{summary}</summary>\n\n```json\n{text}\n```\n\n</details>"
+
+
+def _json_default(value: object) -> object:
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _write_curves_csv(curves: Mapping[str, JointErrors], path: Path) -> None:
+    """Success rate (%, maximum joint error <= D) per method, one row per threshold D."""
+    thresholds = {tuple(errors.thresholds_mm) for errors in curves.values()}
+    if len(thresholds) != 1:
+        raise UserError("success curves: all methods must use the same thresholds")
+    first = next(iter(curves.values()))
+    frame = pd.DataFrame({name: 100.0 * errors.curves["max"] for name, errors in curves.items()},
+                         index=pd.Index(first.thresholds_mm, name="threshold_mm"))
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp)
+
+
+def _check_seconds(seconds: Mapping[str, float]) -> dict[str, float]:
+    checked = {}
+    for stage, value in seconds.items():
+        try:
+            checked[str(stage)] = number = float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"wall time of stage {stage!r} must be a number of seconds, got {value!r}") from None
+        if not math.isfinite(number) or number < 0:
+            raise UserError(f"wall time of stage {stage!r} must be finite and >= 0 s, got {value}")
+    return checked
+
+
+def _package_version(*names: str) -> str:
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "not installed"
+
+
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
