@@ -1,0 +1,205 @@
+"""Inference: depth crops in mm + crop centres -> 3D joints and a part map, in one TF graph.
+
+`HandPoseEstimator` is the one implementation of the whole test-time chain
+(paper section 4, Figure 4) that `keras-hpe predict`, the TF Serving export,
+the evaluation and the inference benchmark share:
+
+    depth_mm (B, S, S), center_uvd (B, 3)
+      -> segmentation input  LCN(normalize_depth(depth))      (crop.py, TF ops)
+      -> segmentation net    part probabilities (B, S, S, 20)
+      -> parts (B, S, S) uint8: argmax + 1, 0 where the depth is 0
+      -> regression input    normalize_depth(depth) + one-hot parts (as in training)
+      -> regression net      joints in half-cube units relative to the centre
+      -> joints_xyz (mm) = crop_to_joints(., uvd_to_xyz(centre)); joints_uvd by the camera
+
+Everything after the raw crop is inside the graph, so a client (or TF
+Serving) sends depth in mm and the centre, nothing else. A direct-regression
+model (baseline (a)) runs without a segmentation network and returns no parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.data.crop import CUBE_MM, crop_to_joints, normalize_depth
+from keras_hpe.data.skeleton import NUM_JOINTS, NUM_PARTS
+from keras_hpe.errors import UserError
+from keras_hpe.models.segmentation import model_crop_size, segmentation_input
+
+OUTPUTS = ("joints_xyz", "joints_uvd", "parts")
+
+
+@dataclass(frozen=True)
+class EstimatorInfo:
+    """What a client needs to know to call an estimator (also written beside an export)."""
+
+    size: int
+    cube_mm: float
+    camera: Camera
+    uses_segmentation: bool
+    segmentation_model: str | None
+    regression_model: str
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return OUTPUTS if self.uses_segmentation else OUTPUTS[:2]
+
+
+class HandPoseEstimator(tf.Module):
+    """Segmentation + regression networks wrapped with the crop normalisation and the camera.
+
+    Call it with `depth_mm` (B, S, S) float32 crops in mm (0 = no data, as
+    `crop.crop_depth` makes them) and `center_uvd` (B, 3) float32 crop centres
+    (pixel u, pixel v, depth mm). It returns a dict of tensors:
+    `joints_xyz` (B, 14, 3) mm, `joints_uvd` (B, 14, 3) (px, px, mm) and,
+    with a segmentation network, `parts` (B, S, S) uint8 part ids
+    (`skeleton.PART_NAMES`, 0 where the depth is 0).
+
+    Args:
+        regression: `build_regression` model {"depth", "segmentation"} -> (B, 14, 3),
+            or a `build_direct_regression` model "depth" -> (B, 14, 3).
+        segmentation: `build_segmentation_model` model, or None for a direct model.
+        cube_mm: side of the crop cube the models were trained with.
+        camera: intrinsics of the sensor (default NYU Kinect 1).
+    """
+
+    def __init__(
+        self,
+        regression: keras.Model,
+        segmentation: keras.Model | None = None,
+        cube_mm: float = CUBE_MM,
+        camera: Camera = NYU_CAMERA,
+    ):
+        super().__init__(name="hand_pose_estimator")
+        if not cube_mm > 0:
+            raise UserError(f"cube_mm must be > 0, got {cube_mm}")
+        direct = len(regression.inputs) == 1
+        if segmentation is None and not direct:
+            raise UserError(
+                f"regression model {regression.name!r} needs a segmentation (it has inputs "
+                f"{[t.name for t in regression.inputs]}): pass a segmentation model"
+            )
+        if segmentation is not None and direct:
+            raise UserError(
+                f"regression model {regression.name!r} takes depth only (direct regression): "
+                "do not pass a segmentation model"
+            )
+        size = int(regression.inputs[0].shape[1])
+        if segmentation is not None and model_crop_size(segmentation) != size:
+            raise UserError(
+                f"segmentation model crop size {model_crop_size(segmentation)} differs from the "
+                f"regression model's {size}"
+            )
+        if tuple(regression.outputs[0].shape[1:]) != (NUM_JOINTS, 3):
+            raise UserError(
+                f"regression model {regression.name!r} must output (B, {NUM_JOINTS}, 3) joints, "
+                f"got {tuple(regression.outputs[0].shape)}"
+            )
+        self.regression = regression
+        self.segmentation = segmentation
+        self.info = EstimatorInfo(
+            size=size,
+            cube_mm=float(cube_mm),
+            camera=camera,
+            uses_segmentation=segmentation is not None,
+            segmentation_model=None if segmentation is None else segmentation.name,
+            regression_model=regression.name,
+        )
+        # The batch is left open: one graph serves batch 1 and batched calls alike.
+        self.serve = tf.function(
+            self._estimate,
+            input_signature=[
+                tf.TensorSpec((None, size, size), tf.float32, name="depth_mm"),
+                tf.TensorSpec((None, 3), tf.float32, name="center_uvd"),
+            ],
+        )
+
+    @property
+    def size(self) -> int:
+        """Crop side S the models take."""
+        return self.info.size
+
+    def __call__(self, depth_mm, center_uvd) -> dict[str, tf.Tensor]:
+        """One graph call on a batch (any array-like); returns the output tensors by name."""
+        return self.serve(tf.convert_to_tensor(depth_mm, tf.float32), tf.convert_to_tensor(center_uvd, tf.float32))
+
+    def predict(self, depth_mm: np.ndarray, center_uvd: np.ndarray, batch_size: int = 64) -> dict[str, np.ndarray]:
+        """Run on NumPy crops (N, S, S) and centres (N, 3) in batches; returns NumPy arrays."""
+        depth_mm = np.asarray(depth_mm, dtype=np.float32)
+        center_uvd = np.asarray(center_uvd, dtype=np.float32)
+        if depth_mm.ndim != 3 or depth_mm.shape[1:] != (self.size, self.size):
+            raise UserError(f"depth_mm must be (N, {self.size}, {self.size}), got shape {depth_mm.shape}")
+        if len(depth_mm) == 0:
+            raise UserError("no crops to estimate (depth_mm has 0 frames)")
+        if center_uvd.shape != (depth_mm.shape[0], 3):
+            raise UserError(f"center_uvd must be ({depth_mm.shape[0]}, 3), got shape {center_uvd.shape}")
+        chunks = [
+            {k: v.numpy() for k, v in self(depth_mm[i : i + batch_size], center_uvd[i : i + batch_size]).items()}
+            for i in range(0, len(depth_mm), batch_size)
+        ]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in self.info.outputs}
+
+    def _estimate(self, depth_mm: tf.Tensor, center_uvd: tf.Tensor) -> dict[str, tf.Tensor]:
+        cube_mm = self.info.cube_mm
+        center_d_mm = center_uvd[:, 2]
+        depth = normalize_depth(depth_mm[..., None], center_d_mm, cube_mm)
+        outputs = {}
+        if self.segmentation is None:
+            joints = self.regression(depth, training=False)
+        else:
+            probs = self.segmentation(segmentation_input(depth_mm, center_d_mm, cube_mm), training=False)
+            labels = tf.cast(tf.argmax(probs, axis=-1), tf.uint8) + 1
+            parts = tf.where(depth_mm > 0, labels, tf.zeros_like(labels))
+            # The regression network learns from one-hot part maps, background all zeros (training.reg).
+            one_hot = tf.one_hot(tf.cast(parts, tf.int32) - 1, NUM_PARTS)
+            joints = self.regression({"depth": depth, "segmentation": one_hot}, training=False)
+            outputs["parts"] = parts
+        camera = self.info.camera
+        joints_xyz = crop_to_joints(tf.cast(joints, tf.float32), uvd_to_xyz_tf(center_uvd, camera), cube_mm)
+        outputs["joints_xyz"] = joints_xyz
+        outputs["joints_uvd"] = xyz_to_uvd_tf(joints_xyz, camera)
+        return outputs
+
+
+def uvd_to_xyz_tf(uvd: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
+    """`camera.uvd_to_xyz` in TF ops (float32), for graphs."""
+    u, v, d = tf.unstack(uvd, axis=-1)
+    return tf.stack([(u - camera.cx) * d / camera.fx, (camera.cy - v) * d / camera.fy, d], axis=-1)
+
+
+def xyz_to_uvd_tf(xyz: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
+    """`camera.xyz_to_uvd` in TF ops (float32), for graphs."""
+    x, y, z = tf.unstack(xyz, axis=-1)
+    return tf.stack([camera.cx + x * camera.fx / z, camera.cy - y * camera.fy / z, z], axis=-1)
+
+
+def load_estimator(
+    regression_path: str | Path,
+    segmentation_path: str | Path | None = None,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> HandPoseEstimator:
+    """Load a trained variant's `.keras` models into an estimator.
+
+    The segmentation model defaults to the one named in the `.json` that
+    training writes beside the regression model (`training.reg.load_pipeline`).
+    """
+    from keras_hpe.training.reg import load_pipeline
+    from keras_hpe.training.seg import load_segmentation_model as load_keras_model
+
+    variant = load_pipeline(regression_path, segmentation_path)
+    if variant.refine_path is not None:
+        raise UserError(
+            f"{regression_path} is a {variant.variant} model (two regression steps), which the estimator "
+            "does not run; use a direct, semi or full model"
+        )
+    segmentation = None if variant.seg_path is None else load_keras_model(variant.seg_path)
+    if segmentation is not None and tuple(segmentation.outputs[0].shape[-1:]) != (NUM_PARTS,):
+        raise UserError(f"{variant.seg_path} is not a segmentation model (output {segmentation.outputs[0].shape})")
+    return HandPoseEstimator(load_keras_model(variant.model_path), segmentation, cube_mm, camera)

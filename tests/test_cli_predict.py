@@ -1,0 +1,106 @@
+"""`keras-hpe predict` on NYU-format PNGs and .npy depth images."""
+
+import argparse
+import json
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from keras_hpe.cli import predict as predict_cli
+from keras_hpe.data.camera import xyz_to_uvd
+from keras_hpe.data.crop import center_of_mass_uvd, crop_depth
+from keras_hpe.data.nyu import read_depth_png, write_nyu_like
+from keras_hpe.data.skeleton import JOINT_NAMES
+from keras_hpe.errors import UserError
+from keras_hpe.models.regression import RegressionConfig, build_regression
+from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.pipeline import load_estimator
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    keras.utils.set_random_seed(0)
+    build_segmentation_model(SegmentationConfig(size=SIZE)).save(root / "seg.keras")
+    build_regression(RegressionConfig(input_size=SIZE), variant="shared").save(root / "reg.keras")
+    pngs = sorted(write_nyu_like(root / "nyu", "test", 2, seed=3).glob("*.png"))
+    npy = root / "frame.npy"
+    np.save(npy, read_depth_png(pngs[0]).astype(np.uint16))
+    return root, [*pngs, npy]
+
+
+def _run(root, *argv):
+    parser = argparse.ArgumentParser()
+    predict_cli.add_parser(parser.add_subparsers())
+    models = ["--seg", str(root / "seg.keras"), "--reg", str(root / "reg.keras")]
+    args = parser.parse_args(["predict", *models, *map(str, argv)])
+    return args.func(args)
+
+
+def test_predict_writes_joints_and_overlays(setup, tmp_path):
+    root, inputs = setup
+    out = tmp_path / "out"
+    assert _run(root, *inputs, "--out", out, "--batch-size", "2") == 0
+    result = json.loads((out / "joints.json").read_text())
+    assert result["joint_names"] == list(JOINT_NAMES)
+    frames = result["frames"]
+    assert [f["file"] for f in frames] == [str(p) for p in inputs]
+    for frame, path in zip(frames, inputs):
+        depth = read_depth_png(path) if path.suffix == ".png" else np.load(path).astype(np.float32)
+        np.testing.assert_allclose(frame["center_uvd"], center_of_mass_uvd(depth))
+        xyz, uvd = np.asarray(frame["joints_xyz_mm"]), np.asarray(frame["joints_uvd"])
+        assert xyz.shape == (14, 3)
+        np.testing.assert_allclose(xyz_to_uvd(xyz), uvd, atol=0.05)
+        assert (out / frame["overlay"]).stat().st_size > 1000
+    # The .npy holds the first PNG's depth: same input, same joints.
+    np.testing.assert_allclose(frames[2]["joints_xyz_mm"], frames[0]["joints_xyz_mm"], atol=1e-2)
+    table = pd.read_csv(out / "joints.csv")
+    assert len(table) == 14 * len(inputs)
+    np.testing.assert_allclose(
+        table[["x_mm", "y_mm", "z_mm"]].to_numpy().reshape(-1, 14, 3), [f["joints_xyz_mm"] for f in frames]
+    )
+
+
+def test_given_centres_are_used(setup, tmp_path):
+    root, inputs = setup
+    png = inputs[0]
+    centre = center_of_mass_uvd(read_depth_png(png)) + [6.0, -4.0, 10.0]
+    centers = tmp_path / "centres.csv"
+    centers.write_text(f"file,u,v,d\n{png.name},{centre[0]},{centre[1]},{centre[2]}\n")
+    out = tmp_path / "out"
+    assert _run(root, png, "--out", out, "--centers", centers) == 0
+    frame = json.loads((out / "joints.json").read_text())["frames"][0]
+    assert frame["center_source"] == "given"
+    np.testing.assert_allclose(frame["center_uvd"], centre)
+    estimator = load_estimator(root / "reg.keras", root / "seg.keras")
+    crop = crop_depth(read_depth_png(png), centre, SIZE)
+    expected = estimator.predict(crop[None], centre[None].astype(np.float32))["joints_xyz"][0]
+    np.testing.assert_allclose(frame["joints_xyz_mm"], expected, atol=1e-2)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("broken.png", b"not a png", "cannot read"),
+        ("small.npy", np.ones((100, 120), np.float32), "expected a"),
+        ("empty.npy", np.zeros((480, 640), np.float32), "empty depth"),
+        ("nan.npy", np.where(np.eye(480, 640) > 0, np.nan, 500).astype(np.float32), "NaN"),
+        ("negative.npy", np.full((480, 640), -5.0, np.float32), "negative"),
+        ("depth.txt", b"1 2 3", "unsupported"),
+    ],
+)
+def test_bad_inputs_are_one_line_user_errors(setup, tmp_path, name, content, message):
+    root, _ = setup
+    path = tmp_path / name
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(UserError, match=message) as error:
+        _run(root, path, "--out", tmp_path / "out")
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "out" / "joints.json").exists()

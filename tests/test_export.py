@@ -1,0 +1,122 @@
+"""TF Serving export: a SavedModel that plain TensorFlow loads and that gives the pipeline's outputs."""
+
+import argparse
+import json
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hpe.cli import export as export_cli
+from keras_hpe.errors import UserError
+from keras_hpe.export import METADATA_FILE, existing_versions, export_estimator
+from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
+from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.pipeline import HandPoseEstimator
+
+SIZE = 32
+
+# Runs in a fresh interpreter that sees TensorFlow but not keras_hpe: -I ignores PYTHONPATH
+# and the current folder, -S skips the .pth files (keras_hpe is installed editable through one),
+# and only the site-packages folders are put back on the path.
+CLIENT = """
+import sys
+sys.path[:0] = sys.argv[1].split(":")
+try:
+    import keras_hpe
+except ImportError:
+    pass
+else:
+    sys.exit("keras_hpe must not be importable in the client")
+import numpy as np
+import tensorflow as tf
+inputs = np.load(sys.argv[2])
+model = tf.saved_model.load(sys.argv[3])
+serve = model.signatures["serving_default"]
+outputs = serve(depth_mm=tf.constant(inputs["depth_mm"]), center_uvd=tf.constant(inputs["center_uvd"]))
+np.savez(sys.argv[4], **{name: value.numpy() for name, value in outputs.items()})
+"""
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    estimator = HandPoseEstimator(
+        build_regression(RegressionConfig(input_size=SIZE), variant="separate"),
+        build_segmentation_model(SegmentationConfig(size=SIZE)),
+    )
+    out = tmp_path_factory.mktemp("saved_models") / "keras_hpe"
+    return estimator, export_estimator(estimator, out)
+
+
+def _inputs(n: int = 3) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(0)
+    v, u = np.mgrid[:SIZE, :SIZE]
+    # A bump of depth around the centre, nothing at the corners.
+    depth = 600 + 0.2 * ((u - SIZE / 2) ** 2 + (v - SIZE / 2) ** 2) + rng.normal(0, 2, (n, SIZE, SIZE))
+    depth[:, ((u - SIZE / 2) ** 2 + (v - SIZE / 2) ** 2) > (0.4 * SIZE) ** 2] = 0
+    center = np.stack([rng.uniform(250, 390, n), rng.uniform(180, 300, n), np.full(n, 600.0)], -1)
+    return {"depth_mm": depth.astype(np.float32), "center_uvd": center.astype(np.float32)}
+
+
+def test_saved_model_loads_without_keras_hpe_and_matches(exported, tmp_path):
+    estimator, path = exported
+    assert path.name == "1" and (path / "saved_model.pb").is_file()
+    inputs = _inputs()
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    sites = ":".join(site.getsitepackages())
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", CLIENT, sites, tmp_path / "inputs.npz", path, tmp_path / "outputs.npz"],
+        cwd=tmp_path, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    served = np.load(tmp_path / "outputs.npz")
+    expected = estimator.predict(inputs["depth_mm"], inputs["center_uvd"])
+    assert set(served.files) == {"joints_xyz", "joints_uvd", "parts"}
+    np.testing.assert_allclose(served["joints_xyz"], expected["joints_xyz"], atol=1e-3)
+    np.testing.assert_allclose(served["joints_uvd"], expected["joints_uvd"], atol=1e-3)
+    assert served["parts"].dtype == np.uint8
+    assert np.mean(served["parts"] == expected["parts"]) > 0.999
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    assert metadata["size"] == SIZE and len(metadata["joint_names"]) == 14
+
+
+def test_signature_has_named_inputs_and_outputs(exported):
+    _, path = exported
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    shown = subprocess.run(
+        [cli, "show", "--dir", path, "--tag_set", "serve", "--signature_def", "serving_default"],
+        check=True, capture_output=True, text=True, timeout=120,
+    ).stdout
+    for name in ("depth_mm", "center_uvd", "joints_xyz", "joints_uvd", "parts"):
+        assert f"['{name}']" in shown
+    assert f"shape: (-1, {SIZE}, {SIZE})" in shown
+
+
+def test_cli_exports_next_version_of_a_direct_model(tmp_path):
+    reg_path = tmp_path / "reg_direct.keras"
+    build_direct_regression(RegressionConfig(input_size=SIZE)).save(reg_path)
+    out = tmp_path / "models" / "hpe"
+    (out / "3").mkdir(parents=True)
+    parser = argparse.ArgumentParser()
+    export_cli.add_parser(parser.add_subparsers())
+    args = parser.parse_args(["export", "--reg", str(reg_path), "--out", str(out)])
+    assert args.func(args) == 0
+    assert existing_versions(out) == [3, 4]
+    assert sorted(p.name for p in out.iterdir()) == ["3", "4"]  # no temporary left behind
+    metadata = json.loads((out / "4" / METADATA_FILE).read_text())
+    assert metadata["outputs"] == ["joints_xyz", "joints_uvd"] and metadata["segmentation_model"] is None
+
+    with pytest.raises(UserError, match="already exists"):
+        args.func(parser.parse_args(["export", "--reg", str(reg_path), "--out", str(out), "--version", "4"]))
+    seg_path = tmp_path / "seg.keras"
+    build_segmentation_model(SegmentationConfig(size=SIZE)).save(seg_path)
+    with pytest.raises(UserError, match="do not give --seg"):
+        args.func(parser.parse_args(["export", "--reg", str(reg_path), "--seg", str(seg_path), "--out", str(out)]))
+    with pytest.raises(UserError, match="does not exist"):
+        args.func(parser.parse_args(["export", "--reg", str(tmp_path / "missing.keras"), "--out", str(out)]))
+    assert existing_versions(out) == [3, 4]

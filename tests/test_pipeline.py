@@ -1,0 +1,103 @@
+"""HandPoseEstimator: the in-graph chain agrees with the NumPy composition of its pieces."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hpe.data.camera import uvd_to_xyz, xyz_to_uvd
+from keras_hpe.data.crop import crop_to_joints, normalize_depth
+from keras_hpe.data.dataset import load_arrays
+from keras_hpe.data.skeleton import NUM_PARTS
+from keras_hpe.errors import UserError
+from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
+from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model, predict_parts
+from keras_hpe.pipeline import HandPoseEstimator, uvd_to_xyz_tf, xyz_to_uvd_tf
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def models():
+    keras.utils.set_random_seed(0)
+    segmentation = build_segmentation_model(SegmentationConfig(size=SIZE))
+    regression = build_regression(RegressionConfig(input_size=SIZE), variant="shared")
+    direct = build_direct_regression(RegressionConfig(input_size=SIZE))
+    return segmentation, regression, direct
+
+
+@pytest.fixture(scope="module")
+def frames(sensor_dir):
+    arrays = load_arrays(sensor_dir, ["depth_mm", "center_uvd"])
+    return arrays["depth_mm"][:6], arrays["center_uvd"][:6].astype(np.float32)
+
+
+def _numpy_joints(normalized: np.ndarray, center_uvd: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    joints_xyz = crop_to_joints(normalized, uvd_to_xyz(center_uvd))
+    return joints_xyz, xyz_to_uvd(joints_xyz)
+
+
+def test_estimator_matches_numpy_composition(models, frames):
+    segmentation, regression, _ = models
+    depth_mm, center_uvd = frames
+    estimator = HandPoseEstimator(regression, segmentation)
+    out = {k: v.numpy() for k, v in estimator(depth_mm, center_uvd).items()}
+
+    _, labels = predict_parts(segmentation, depth_mm, center_uvd[:, 2])
+    depth = normalize_depth(depth_mm[..., None], center_uvd[:, 2]).numpy()
+    # One-hot parts, background all zeros: what the regression network is trained on.
+    one_hot = (labels[..., None] == np.arange(1, NUM_PARTS + 1)).astype(np.float32)
+    normalized = regression.predict_on_batch([depth, one_hot])
+    joints_xyz, joints_uvd = _numpy_joints(normalized, center_uvd)
+
+    assert out["joints_xyz"].shape == (6, 14, 3) and out["joints_uvd"].shape == (6, 14, 3)
+    np.testing.assert_allclose(out["joints_xyz"], joints_xyz, atol=1e-2)
+    np.testing.assert_allclose(out["joints_uvd"], joints_uvd, atol=1e-2)
+    assert out["parts"].dtype == np.uint8
+    assert np.all(out["parts"][depth_mm == 0] == 0) and np.all(out["parts"][depth_mm > 0] >= 1)
+    assert np.mean(out["parts"] == labels) > 0.999
+    # The joints move with the centre: a different centre gives different mm.
+    shifted = estimator(depth_mm, center_uvd + np.float32([10, 0, 0]))["joints_xyz"].numpy()
+    assert np.abs(shifted - out["joints_xyz"]).max() > 1.0
+
+
+def test_direct_estimator_has_no_parts_and_matches(models, frames):
+    _, _, direct = models
+    depth_mm, center_uvd = frames
+    out = HandPoseEstimator(direct).predict(depth_mm, center_uvd)
+    normalized = direct.predict_on_batch(normalize_depth(depth_mm[..., None], center_uvd[:, 2]).numpy())
+    joints_xyz, joints_uvd = _numpy_joints(normalized, center_uvd)
+    assert set(out) == {"joints_xyz", "joints_uvd"}
+    np.testing.assert_allclose(out["joints_xyz"], joints_xyz, atol=1e-2)
+    np.testing.assert_allclose(out["joints_uvd"], joints_uvd, atol=1e-2)
+
+
+def test_frames_are_independent_of_the_batch(models, frames):
+    # Inference mode everywhere: no batch statistics, so a frame's result does not depend on its neighbours.
+    segmentation, regression, _ = models
+    depth_mm, center_uvd = frames
+    estimator = HandPoseEstimator(regression, segmentation)
+    together = estimator.predict(depth_mm, center_uvd)
+    one_by_one = estimator.predict(depth_mm, center_uvd, batch_size=1)
+    for name in ("joints_xyz", "joints_uvd"):
+        np.testing.assert_allclose(together[name], one_by_one[name], atol=1e-3)
+    assert np.mean(together["parts"] == one_by_one["parts"]) > 0.999
+
+
+def test_camera_tf_matches_numpy():
+    rng = np.random.default_rng(0)
+    uvd = np.stack([rng.uniform(0, 640, 50), rng.uniform(0, 480, 50), rng.uniform(300, 1200, 50)], -1)
+    np.testing.assert_allclose(uvd_to_xyz_tf(uvd.astype(np.float32)).numpy(), uvd_to_xyz(uvd), rtol=1e-5, atol=1e-3)
+    xyz = uvd_to_xyz(uvd)
+    np.testing.assert_allclose(xyz_to_uvd_tf(xyz.astype(np.float32)).numpy(), uvd, rtol=1e-5, atol=1e-3)
+
+
+def test_mismatched_models_are_user_errors(models):
+    segmentation, regression, direct = models
+    with pytest.raises(UserError, match="needs a segmentation"):
+        HandPoseEstimator(regression)
+    with pytest.raises(UserError, match="depth only"):
+        HandPoseEstimator(direct, segmentation)
+    with pytest.raises(UserError, match="crop size"):
+        HandPoseEstimator(regression, build_segmentation_model(SegmentationConfig(size=48)))
+    with pytest.raises(UserError, match="depth_mm must be"):
+        HandPoseEstimator(direct).predict(np.zeros((2, 16, 16)), np.zeros((2, 3)))
