@@ -17,6 +17,7 @@ from keras_hpe.errors import UserError
 COMMAND_MODULES = (
     "keras_hpe.cli.data",
     "keras_hpe.cli.evaluate_joints",
+    "keras_hpe.cli.restoration",
     "keras_hpe.cli.predict",
     "keras_hpe.cli.export",
 )

@@ -1,0 +1,148 @@
+"""The barycenter quality gate of the weakly-supervised stage (paper section 3.1).
+
+For each of the 14 annotated joints, the barycenter in 3D of the pixels of its
+part(s) (`skeleton.JOINT_PARTS`) is compared with the annotated joint; the
+quality of a label map is the sum of these distances in mm (lower is better). A
+restored map is used as pseudo ground truth only if its quality is lower than
+the raw prediction's.
+
+Pixels are lifted to 3D with their depth and the crop geometry: crop pixel
+(row i, column j) -> full-image uvd (`crop.crop_to_uvd`) -> xyz (`camera.uvd_to_xyz`).
+Pixels without depth (0) are ignored. A joint none of whose parts has a pixel
+with depth contributes the distance from the hand centre (the crop centre) to
+the joint: the barycenter a map without that part implies, so dropping a part
+costs about as much as a part at the hand centre and is not rewarded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from keras_hpe.data.camera import NYU_CAMERA, Camera, uvd_to_xyz
+from keras_hpe.data.crop import CUBE_MM, crop_to_uvd
+from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_LABELS
+from keras_hpe.errors import UserError
+from keras_hpe.restoration.patches import check_label_maps
+
+
+def _joint_membership() -> np.ndarray:
+    """(21, 14) 0/1: part l belongs to joint j."""
+    membership = np.zeros((NUM_LABELS, NUM_JOINTS))
+    for joint, parts in enumerate(JOINT_PARTS):
+        membership[list(parts), joint] = 1.0
+    return membership
+
+
+def joint_barycenters_xyz(
+    labels: np.ndarray,
+    depth_mm: np.ndarray,
+    center_uvd: np.ndarray,
+    *,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Barycenters of each joint's part(s), in mm: ((N, 14, 3), present (N, 14) bool).
+
+    labels (N, S, S), depth_mm (N, S, S), center_uvd (N, 3); absent joints get NaN.
+    """
+    labels = check_label_maps(labels)
+    depth_mm = np.asarray(depth_mm, dtype=np.float64)
+    center_uvd = np.asarray(center_uvd, dtype=np.float64)
+    if depth_mm.size != labels.size:
+        raise UserError(f"depth_mm must have the labels' shape {labels.shape}, got {depth_mm.shape}")
+    if center_uvd.size != 3 * len(labels):
+        raise UserError(f"center_uvd must be ({len(labels)}, 3), got shape {center_uvd.shape}")
+    depth_mm = depth_mm.reshape(labels.shape)
+    center_uvd = center_uvd.reshape(len(labels), 3)
+    n, size = labels.shape[0], labels.shape[1]
+    rows, cols = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+    crop_px = np.stack(np.broadcast_arrays(cols, rows, depth_mm), axis=-1).reshape(n, -1, 3)
+    xyz = uvd_to_xyz(crop_to_uvd(crop_px, center_uvd, size, cube_mm, camera))
+    valid = (depth_mm > 0).reshape(n, -1)
+    # Sums and counts per (frame, part) with one bincount each, then per joint.
+    bins = (np.arange(n)[:, None] * NUM_LABELS + labels.reshape(n, -1))[valid]
+    part_count = np.bincount(bins, minlength=n * NUM_LABELS).reshape(n, NUM_LABELS)
+    part_sum = np.stack(
+        [np.bincount(bins, weights=xyz[..., axis][valid], minlength=n * NUM_LABELS) for axis in range(3)], axis=-1
+    ).reshape(n, NUM_LABELS, 3)
+    membership = _joint_membership()
+    joint_count = part_count @ membership
+    joint_sum = np.einsum("nlc,lj->njc", part_sum, membership)
+    present = joint_count > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        barycenters = joint_sum / joint_count[..., None]
+    return np.where(present[..., None], barycenters, np.nan), present
+
+
+def barycenter_qualities(
+    labels: np.ndarray,
+    depth_mm: np.ndarray,
+    center_uvd: np.ndarray,
+    joints_xyz: np.ndarray,
+    *,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> np.ndarray:
+    """The quality (sum over joints of barycenter-to-joint distance, mm) of each of N maps: (N,)."""
+    labels = check_label_maps(labels)
+    joints_xyz = np.asarray(joints_xyz, dtype=np.float64)
+    if joints_xyz.shape[-2:] != (NUM_JOINTS, 3) or joints_xyz.size != len(labels) * NUM_JOINTS * 3:
+        raise UserError(f"joints_xyz must be (N, {NUM_JOINTS}, 3), got shape {joints_xyz.shape}")
+    joints_xyz = joints_xyz.reshape(len(labels), NUM_JOINTS, 3)
+    barycenters, present = joint_barycenters_xyz(labels, depth_mm, center_uvd, cube_mm=cube_mm, camera=camera)
+    center_xyz = uvd_to_xyz(np.asarray(center_uvd, dtype=np.float64).reshape(len(labels), 3))
+    estimate = np.where(present[..., None], barycenters, center_xyz[:, None, :])
+    return np.linalg.norm(estimate - joints_xyz, axis=-1).sum(axis=-1)
+
+
+def barycenter_quality(
+    labels: np.ndarray,
+    depth_mm: np.ndarray,
+    center_uvd: np.ndarray,
+    joints_xyz: np.ndarray,
+    *,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> float:
+    """The quality of one map (S, S): sum over the 14 joints of barycenter-to-joint distance, mm."""
+    return float(
+        barycenter_qualities(np.asarray(labels)[None], np.asarray(depth_mm)[None], np.asarray(center_uvd)[None],
+                             np.asarray(joints_xyz)[None], cube_mm=cube_mm, camera=camera)[0]
+    )
+
+
+def accept_restored(raw_quality: np.ndarray | float, restored_quality: np.ndarray | float) -> np.ndarray:
+    """True where the restored map's quality is strictly lower (better) than the raw prediction's."""
+    return np.asarray(restored_quality) < np.asarray(raw_quality)
+
+
+@dataclass
+class QualityGate:
+    """The gate's verdict on N restored maps."""
+
+    raw_quality_mm: np.ndarray
+    restored_quality_mm: np.ndarray
+    accepted: np.ndarray
+
+    @property
+    def rejection_rate(self) -> float:
+        """Fraction of frames whose restoration was rejected (the paper: 5-10% of real frames)."""
+        return float(1.0 - self.accepted.mean()) if self.accepted.size else 0.0
+
+
+def gate_restorations(
+    raw_labels: np.ndarray,
+    restored_labels: np.ndarray,
+    depth_mm: np.ndarray,
+    center_uvd: np.ndarray,
+    joints_xyz: np.ndarray,
+    *,
+    cube_mm: float = CUBE_MM,
+    camera: Camera = NYU_CAMERA,
+) -> QualityGate:
+    """Score raw and restored maps (N, S, S) against the annotated joints and accept the improved ones."""
+    raw = barycenter_qualities(raw_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
+    restored = barycenter_qualities(restored_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
+    return QualityGate(raw, restored, accept_restored(raw, restored))

@@ -1,0 +1,148 @@
+"""Restoration of predicted label maps against the patch dictionary (paper section 3.2).
+
+Methods: "integrate" (eq. 1 nearest patch per hand pixel, then eq. 2 voting),
+"center" (the nearest patch's centre label), "none" (the prediction unchanged),
+"crf-potts" and "crf-overlap" (section 5.1's CRF over the K nearest patches).
+Many frames are restored by worker processes; each loads the memory-mapped
+dictionary itself, so they share its pages.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from keras_hpe.errors import UserError
+from keras_hpe.restoration.crf import crf_restore
+from keras_hpe.restoration.index import PatchIndex
+from keras_hpe.restoration.patches import check_label_maps, extract_patches
+from keras_hpe.restoration.voting import center_labels, check_window, integrate_votes
+
+METHODS = ("integrate", "center", "none", "crf-potts", "crf-overlap")
+DEFAULT_CRF_K = 5
+
+_worker_index: PatchIndex | None = None
+
+
+def restore_batch(
+    pred_labels: np.ndarray,
+    index: PatchIndex,
+    *,
+    method: str = "integrate",
+    window: int = 5,
+    k: int | None = None,
+    pairwise_weight: float | None = None,
+    crf_iterations: int = 10,
+) -> np.ndarray:
+    """Restore (N, S, S) predicted maps in this process; see `restore_frames`."""
+    labels = check_label_maps(pred_labels, "predicted label maps")
+    _check_method(method)
+    if method == "none":
+        return labels.copy()
+    check_window(window, index.patch)
+    k = _default_k(method, k)
+    patches, coords = extract_patches(labels, index.patch)
+    ids, hamming = index.query(patches, k)
+    hand = labels > 0
+    frame, row, col = coords.T
+    if not method.startswith("crf"):
+        nn_patches = np.zeros(labels.shape + (index.patch, index.patch), np.uint8)
+        nn_patches[frame, row, col] = index.patches[ids[:, 0]]
+        if method == "center":
+            return center_labels(nn_patches, hand)
+        return integrate_votes(nn_patches, hand, window)
+    k = ids.shape[1]  # at most the dictionary's size
+    candidates = np.zeros(labels.shape + (k, index.patch, index.patch), np.uint8)
+    candidates[frame, row, col] = index.patches[ids.ravel()].reshape(ids.shape + (index.patch, index.patch))
+    unary = np.zeros(labels.shape + (k,), np.float64)
+    unary[frame, row, col] = hamming / 2  # differing pixels
+    pairwise = method.removeprefix("crf-")
+    return np.stack([
+        crf_restore(candidates[i], unary[i], hand[i], pairwise=pairwise, weight=pairwise_weight,
+                    iterations=crf_iterations)
+        for i in range(len(labels))
+    ])
+
+
+def restore_frames(
+    pred_labels: np.ndarray,
+    index: PatchIndex | str | Path,
+    *,
+    method: str = "integrate",
+    window: int = 5,
+    k: int | None = None,
+    workers: int = 1,
+    patch: int = 7,
+    pairwise_weight: float | None = None,
+    crf_iterations: int = 10,
+    chunk_frames: int = 16,
+    progress: bool = False,
+) -> np.ndarray:
+    """Restore predicted label maps (N, S, S) uint8 -> restored maps (N, S, S) uint8.
+
+    Args:
+        pred_labels: the segmentation network's labels, 0 = background.
+        index: a loaded `PatchIndex` or its folder (opened with `patch`); Annoy's
+            search_k is the index's (`PatchIndex.load(..., search_k=...)`).
+        method: one of `METHODS`.
+        window: W of eq. 2 ("integrate").
+        k: candidates per pixel (default 1, or `DEFAULT_CRF_K` for the CRFs).
+        workers: processes; > 1 restores chunks of `chunk_frames` frames in parallel
+            (spawned workers, each loading the index itself). The result does not
+            depend on it.
+        pairwise_weight, crf_iterations: the CRF's weight and loopy BP sweeps.
+        progress: show a progress bar over frames.
+    Background pixels stay 0, hand pixels stay hand pixels.
+    """
+    labels = check_label_maps(pred_labels, "predicted label maps")
+    _check_method(method)
+    if not isinstance(index, PatchIndex):
+        index = PatchIndex.load(index, patch)
+    if workers < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
+    options = dict(method=method, window=window, k=k, pairwise_weight=pairwise_weight, crf_iterations=crf_iterations)
+    starts = range(0, len(labels), max(1, chunk_frames))
+    chunks = [labels[start:start + chunk_frames] for start in starts]
+    restored = []
+    with tqdm(total=len(labels), unit="frame", desc=f"restore ({method})", disable=not progress) as bar:
+        if workers == 1 or len(chunks) <= 1:
+            for chunk in chunks:
+                restored.append(restore_batch(chunk, index, **options))
+                bar.update(len(chunk))
+        else:
+            # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not survive.
+            context = multiprocessing.get_context("spawn")
+            with context.Pool(min(workers, len(chunks)), initializer=_init_worker, initargs=(index,)) as pool:
+                for chunk, result in zip(chunks, pool.imap(_restore_in_worker, [(c, options) for c in chunks])):
+                    restored.append(result)
+                    bar.update(len(chunk))
+    if not restored:
+        return labels.copy()
+    return np.concatenate(restored)
+
+
+def _init_worker(index: PatchIndex) -> None:
+    # The index arrives pickled as its folder and is re-opened (memory-mapped) here.
+    global _worker_index
+    _worker_index = index
+
+
+def _restore_in_worker(job: tuple[np.ndarray, dict]) -> np.ndarray:
+    chunk, options = job
+    return restore_batch(chunk, _worker_index, **options)
+
+
+def _check_method(method: str) -> None:
+    if method not in METHODS:
+        raise UserError(f"unknown restoration method {method!r}; known: {', '.join(METHODS)}")
+
+
+def _default_k(method: str, k: int | None) -> int:
+    if k is None:
+        return DEFAULT_CRF_K if method.startswith("crf") else 1
+    if k < 1:
+        raise UserError(f"k (candidates per pixel) must be >= 1, got {k}")
+    return int(k)

@@ -1,0 +1,101 @@
+"""The barycenter quality measure and the accept/reject gate."""
+
+import numpy as np
+import pytest
+
+from keras_hpe.data.camera import NYU_CAMERA
+from keras_hpe.data.crop import crop_window
+from keras_hpe.data.skeleton import JOINT_PARTS
+from keras_hpe.errors import UserError
+from keras_hpe.restoration.quality import (
+    accept_restored,
+    barycenter_qualities,
+    barycenter_quality,
+    gate_restorations,
+)
+
+SIZE = 32
+CENTER_UVD = np.array([300.0, 250.0, 600.0])
+
+
+def _frame():
+    """Parts 1..20 as 5 x 5 blocks on a 4 x 5 grid, at depths that vary per part."""
+    labels = np.zeros((SIZE, SIZE), np.uint8)
+    depth = np.zeros((SIZE, SIZE), np.float32)
+    for part in range(1, 21):
+        row, col = divmod(part - 1, 5)
+        block = np.s_[1 + 7 * row:6 + 7 * row, 1 + 6 * col:6 + 6 * col]
+        labels[block] = part
+        depth[block] = 560 + 4 * part
+    return labels, depth
+
+
+def _pixel_xyz(depth):
+    """xyz of every crop pixel from the crop's definition, written out independently."""
+    u0, v0, u1, v1 = crop_window(CENTER_UVD)
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    u = u0 + (cols + 0.5) * (u1 - u0) / SIZE
+    v = v0 + (rows + 0.5) * (v1 - v0) / SIZE
+    cam = NYU_CAMERA
+    return np.stack([(u - cam.cx) * depth / cam.fx, (cam.cy - v) * depth / cam.fy, depth], axis=-1)
+
+
+def _true_barycenters(labels, depth):
+    xyz = _pixel_xyz(depth)
+    return np.stack([xyz[np.isin(labels, parts) & (depth > 0)].mean(axis=0) for parts in JOINT_PARTS])
+
+
+def test_quality_is_zero_at_the_barycenters_and_grows_with_offset():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    assert barycenter_quality(labels, depth, CENTER_UVD, joints) == pytest.approx(0.0, abs=1e-6)
+    moved = joints.copy()
+    moved[0] += [3.0, 4.0, 0.0]  # 5 mm off on the pinky tip
+    assert barycenter_quality(labels, depth, CENTER_UVD, moved) == pytest.approx(5.0, abs=1e-6)
+
+
+def test_missing_part_costs_the_distance_from_the_hand_centre():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    lost = labels.copy()
+    lost[lost == 20] = 19  # the pinky tip's part (20) disappears; 19 moves pinky mid's barycenter
+    centre_xyz = np.array([(300 - 320) * 600 / NYU_CAMERA.fx, (240 - 250) * 600 / NYU_CAMERA.fy, 600.0])
+    mid_parts = np.isin(lost, JOINT_PARTS[1])
+    mid = _pixel_xyz(depth)[mid_parts].mean(axis=0)
+    expected = np.linalg.norm(centre_xyz - joints[0]) + np.linalg.norm(mid - joints[1])
+    assert barycenter_quality(lost, depth, CENTER_UVD, joints) == pytest.approx(expected, rel=1e-9)
+
+
+def test_pixels_without_depth_are_ignored():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    depth_holes = depth.copy()
+    depth_holes[1, 1:6] = 0  # a row of the palm block loses its depth
+    joints_holes = _true_barycenters(labels, depth_holes)
+    assert barycenter_quality(labels, depth_holes, CENTER_UVD, joints_holes) == pytest.approx(0.0, abs=1e-6)
+    assert barycenter_quality(labels, depth_holes, CENTER_UVD, joints) > 0.01
+
+
+def test_gate_accepts_only_improvements():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    noisy = labels.copy()
+    noisy[1:6, 1:3] = 20  # part of the palm labelled pinky tip
+    frames = np.stack([noisy, labels, labels])
+    restored = np.stack([labels, labels, noisy])
+    n = len(frames)
+    gate = gate_restorations(frames, restored, np.stack([depth] * n), np.stack([CENTER_UVD] * n),
+                             np.stack([joints] * n))
+    assert gate.accepted.tolist() == [True, False, False]  # equal quality is not an improvement
+    assert gate.rejection_rate == pytest.approx(2 / 3)
+    assert np.allclose(gate.raw_quality_mm, barycenter_qualities(frames, np.stack([depth] * n),
+                                                                 np.stack([CENTER_UVD] * n), np.stack([joints] * n)))
+    assert accept_restored(10.0, 9.5) and not accept_restored(10.0, 10.0)
+
+
+def test_wrong_shapes_raise_user_error():
+    labels, depth = _frame()
+    with pytest.raises(UserError, match="joints_xyz"):
+        barycenter_quality(labels, depth, CENTER_UVD, np.zeros((13, 3)))
+    with pytest.raises(UserError, match="depth_mm"):
+        barycenter_quality(labels, depth[:-1], CENTER_UVD, np.zeros((14, 3)))
