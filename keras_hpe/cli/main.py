@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+
+# TensorFlow's C++ start-up chatter is noise on a command line; users can still set it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_hpe import __version__
 from keras_hpe.errors import UserError
@@ -17,9 +21,14 @@ from keras_hpe.errors import UserError
 COMMAND_MODULES = (
     "keras_hpe.cli.data",
     "keras_hpe.cli.evaluate_joints",
+    "keras_hpe.cli.train",
+    "keras_hpe.cli.evaluate_seg",
     "keras_hpe.cli.restoration",
+    "keras_hpe.cli.restore",
+    "keras_hpe.cli.evaluate_reg",
     "keras_hpe.cli.predict",
     "keras_hpe.cli.export",
+    "keras_hpe.cli.reproduce",
 )
 
 

@@ -33,6 +33,7 @@ _EXPORTS = {
     "QualityGate": "quality",
     "restore_frames": "restore",
     "METHODS": "restore",
+    "restore_dataset": "pseudo_labels",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,0 +1,1 @@
+"""Keras layers and functional models: shifted pooling, the segmentation and regression networks."""

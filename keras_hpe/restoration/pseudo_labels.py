@@ -1,0 +1,275 @@
+"""Pseudo ground truth for the real domain (paper sections 3.1-3.2): predict -> restore -> gate -> data set.
+
+`restore_dataset` segments the real training frames with the stage-1 network,
+restores each prediction against the patch dictionary, scores the raw and the
+restored map with the barycenter quality against the annotated joints, and
+writes the ACCEPTED frames as a data set (domain "sensor") whose `labels` are
+the restored maps: the input of stage 2.
+
+The real training data's `labels` field is never read, even when present:
+training in the real domain knows depth and joints only.
+
+The run works chunk by chunk in a sibling work folder `.OUT.restore/` (one
+atomically written file per chunk, plus the job's identity), so a killed run
+resumes where it stopped; the output folder appears at the end, complete, in
+one rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+import keras_hpe
+from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.data.dataset import FIELD_DTYPES, MANIFEST_NAME, DatasetWriter, load_frames, read_manifest
+from keras_hpe.errors import UserError
+from keras_hpe.restoration.index import PatchIndex
+from keras_hpe.restoration.quality import gate_restorations
+from keras_hpe.restoration.restore import METHODS, restore_frames
+
+QUALITY_NAME = "quality.csv"
+SUMMARY_NAME = "restore_summary.json"
+JOB_NAME = "job.json"
+# The real frames' fields the restoration may read: never `labels`.
+INPUT_FIELDS = ("depth_mm", "center_uvd", "joints_xyz")
+OUTPUT_FIELDS = ("depth_mm", "labels", "joints_uvd", "joints_xyz", "center_uvd")
+_QUALITY_COLUMNS = ("frame", "raw_quality_mm", "restored_quality_mm", "accepted")
+
+
+@dataclass
+class RestoreResult:
+    """What `restore_dataset` wrote: the accepted frames' data set, quality.csv and the summary."""
+
+    out_dir: Path
+    quality_path: Path
+    summary_path: Path
+    summary: dict
+
+    @property
+    def rejection_rate(self) -> float:
+        return float(self.summary["rejection_rate"])
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (identifies the model a data set was made with)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def restore_dataset(
+    model_path: str | Path,
+    index: PatchIndex | str | Path,
+    data_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    method: str = "integrate",
+    patch: int = 7,
+    window: int = 5,
+    workers: int = 1,
+    chunk_frames: int = 256,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> RestoreResult:
+    """Restore the segmentation of every real frame of `data_dir`; write the accepted ones to `out_dir`.
+
+    Args:
+        model_path: the stage-1 segmentation model (.keras); its crop size must be the data's.
+        index: a loaded `PatchIndex` or its folder (opened with `patch`).
+        data_dir: real training frames with depth_mm, center_uvd and joints_xyz (labels are ignored).
+        out_dir: the data set to write: depth_mm, joints_*, center_uvd and the restored maps as `labels`.
+        method: a restoration method of `restore.METHODS` ("none" accepts nothing: it never improves).
+        window: W of eq. 2.
+        workers: restoration processes.
+        chunk_frames: frames predicted, restored and saved per step (the unit of resuming).
+        batch_size: frames per inference batch.
+        progress: show a progress bar.
+    An existing finished `out_dir` made by the same job is returned as it is; any other existing
+    `out_dir` is refused.
+    """
+    from keras_hpe.models.segmentation import model_crop_size, predict_parts
+    from keras_hpe.training.seg import load_segmentation_model
+
+    if method not in METHODS:
+        raise UserError(f"unknown restoration method {method!r}; known: {', '.join(METHODS)}")
+    if chunk_frames < 1 or batch_size < 1 or workers < 1:
+        raise UserError(
+            f"chunk_frames, batch_size and workers must be >= 1, got {chunk_frames}, {batch_size}, {workers}"
+        )
+    data_dir, out_dir, model_path = Path(data_dir), Path(out_dir), Path(model_path)
+    manifest = read_manifest(data_dir)
+    missing = [name for name in INPUT_FIELDS if name not in manifest.fields]
+    if missing:
+        raise UserError(f"data set {data_dir} lacks the field(s) {', '.join(missing)} the restoration needs")
+    if not isinstance(index, PatchIndex):
+        index = PatchIndex.load(index, patch)
+    model = load_segmentation_model(model_path)
+    size = model_crop_size(model)
+    if manifest.size != size:
+        raise UserError(
+            f"data set {data_dir} holds {manifest.size}x{manifest.size} crops but the model {model_path} "
+            f"takes {size}x{size}"
+        )
+    job = {
+        "method": method,
+        "window": int(window),
+        "chunk_frames": int(chunk_frames),
+        "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path)},
+        "index": {"path": str(Path(index.directory).resolve()), "search_k": index.search_k,
+                  "meta": {k: v for k, v in index.meta.to_dict().items() if k != "build_seconds"}},
+        "source": {"path": str(data_dir.resolve()),
+                   "manifest": {k: v for k, v in manifest.to_dict().items() if k != "shards"}},
+        "version": keras_hpe.__version__,
+    }
+    job = json.loads(json.dumps(job))  # tuples -> lists, as read back from JSON
+    finished = _finished_result(out_dir, job)
+    if finished is not None:
+        return finished
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir} exists and is not the result of this restoration; choose another output folder")
+    work_dir = _claim_work_dir(out_dir, job)
+
+    starts = range(0, manifest.count, chunk_frames)
+    started = time.perf_counter()
+    with tqdm(total=manifest.count, unit="frame", desc=f"restore real frames ({method})",
+              disable=not progress) as bar:
+        for chunk, start in enumerate(starts):
+            frames = np.arange(start, min(start + chunk_frames, manifest.count))
+            path = work_dir / _chunk_name(chunk)
+            if not path.exists():
+                arrays = load_frames(data_dir, frames, [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")])
+                raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
+                restored = restore_frames(raw, index, method=method, window=window, workers=workers)
+                gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"],
+                                         arrays["joints_xyz"], cube_mm=manifest.cube_mm,
+                                         camera=manifest.camera_model)
+                _save_chunk(path, frames, arrays, restored, gate)
+            bar.update(len(frames))
+    seconds = time.perf_counter() - started
+    return _assemble(out_dir, work_dir, job, manifest, len(starts), seconds)
+
+
+def _optional(manifest, name: str) -> list[str]:
+    return [name] if name in manifest.fields else []
+
+
+def _chunk_name(chunk: int) -> str:
+    return f"chunk-{chunk:05d}.npz"
+
+
+def _work_dir(out_dir: Path) -> Path:
+    return out_dir.parent / f".{out_dir.name}.restore"
+
+
+def _claim_work_dir(out_dir: Path, job: dict) -> Path:
+    """The work folder of this job: resumed if it holds the same job, refused if another."""
+    work_dir = _work_dir(out_dir)
+    job_path = work_dir / JOB_NAME
+    if job_path.exists():
+        previous = json.loads(job_path.read_text())
+        if previous != job:
+            changed = sorted(key for key in job if previous.get(key) != job[key])
+            raise UserError(
+                f"{work_dir} holds an interrupted restoration with other parameters (different: "
+                f"{', '.join(changed)}); delete it to start over"
+            )
+        return work_dir
+    if work_dir.exists() and any(work_dir.iterdir()):
+        raise UserError(f"{work_dir} exists and is not a restoration work folder; delete it")
+    work_dir.mkdir(parents=True, exist_ok=True)
+    write_text(job_path, json.dumps(job, indent=2))
+    return work_dir
+
+
+def _save_chunk(path: Path, frames: np.ndarray, arrays: dict, restored: np.ndarray, gate) -> None:
+    """One chunk's verdicts (all frames) and its accepted frames' fields, atomically."""
+    keep = gate.accepted
+    accepted = {name: arrays[name][keep].astype(FIELD_DTYPES[name]) for name in arrays}
+    accepted["labels"] = restored[keep].astype(np.uint8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, frame=frames, raw_quality_mm=gate.raw_quality_mm, restored_quality_mm=gate.restored_quality_mm,
+                 accepted=keep, **accepted)
+
+
+def _assemble(out_dir: Path, work_dir: Path, job: dict, manifest, chunks: int, seconds: float) -> RestoreResult:
+    """Write the accepted frames' data set, quality.csv and the summary in one atomic step."""
+    verdicts = {column: [] for column in _QUALITY_COLUMNS}
+    for chunk in range(chunks):
+        with np.load(work_dir / _chunk_name(chunk)) as part:
+            for column in _QUALITY_COLUMNS:
+                verdicts[column].append(part[column])
+    verdicts = {column: np.concatenate(values) for column, values in verdicts.items()}
+    accepted = verdicts["accepted"]
+    if not accepted.any():
+        raise UserError(
+            f"no restored map of {work_dir} improved on its raw prediction (method {job['method']!r}): "
+            "nothing to fine-tune on"
+        )
+    summary = {
+        "frames": int(accepted.size),
+        "accepted": int(accepted.sum()),
+        "rejected": int((~accepted).sum()),
+        "rejection_rate": float(1.0 - accepted.mean()),
+        "paper_rejection_rate": "5-10%",
+        "mean_raw_quality_mm": float(verdicts["raw_quality_mm"].mean()),
+        "mean_restored_quality_mm": float(verdicts["restored_quality_mm"].mean()),
+        "seconds_this_run": round(seconds, 1),
+        "job": job,
+    }
+    counts = {key: summary[key] for key in ("frames", "accepted", "rejected", "rejection_rate")}
+    fields = [name for name in OUTPUT_FIELDS if name == "labels" or name in manifest.fields]
+    with atomic_path(out_dir) as tmp:
+        writer = DatasetWriter(tmp, domain=manifest.domain, size=manifest.size, seed=manifest.seed, fields=fields,
+                               cube_mm=manifest.cube_mm, camera=manifest.camera_model,
+                               params={"restoration": job, "counts": counts})
+        shard = 0
+        for chunk in range(chunks):
+            with np.load(work_dir / _chunk_name(chunk)) as part:
+                if part["accepted"].any():
+                    writer.write_shard(shard, {name: part[name] for name in fields})
+                    shard += 1
+        _write_quality_csv(tmp / QUALITY_NAME, verdicts)
+        write_text(tmp / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+        writer.finish()
+    shutil.rmtree(work_dir)
+    return RestoreResult(out_dir, out_dir / QUALITY_NAME, out_dir / SUMMARY_NAME, summary)
+
+
+def _write_quality_csv(path: Path, verdicts: dict[str, np.ndarray]) -> None:
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(_QUALITY_COLUMNS)
+    writer.writerows(zip(verdicts["frame"].tolist(), np.round(verdicts["raw_quality_mm"], 3).tolist(),
+                         np.round(verdicts["restored_quality_mm"], 3).tolist(),
+                         verdicts["accepted"].astype(int).tolist()))
+    write_text(path, text.getvalue())
+
+
+def _finished_result(out_dir: Path, job: dict) -> RestoreResult | None:
+    """The result already in `out_dir` if the same job made it, else None."""
+    if not (out_dir / MANIFEST_NAME).exists() or not (out_dir / SUMMARY_NAME).exists():
+        return None
+    if read_manifest(out_dir).params.get("restoration") != job:
+        return None
+    summary = json.loads((out_dir / SUMMARY_NAME).read_text())
+    return RestoreResult(out_dir, out_dir / QUALITY_NAME, out_dir / SUMMARY_NAME, summary)
+
+
+def read_restored_manifest(path: str | Path):
+    """The manifest of a data set written by `restore_dataset`; UserError for any other folder."""
+    manifest = read_manifest(path)
+    if "restoration" not in manifest.params or "labels" not in manifest.fields:
+        raise UserError(f"{path} is not a restored data set (made by `keras-hpe restore`): no restoration params")
+    return manifest

@@ -1,0 +1,1 @@
+"""What each training stage does: tf.data input, fit, resume."""

@@ -1,0 +1,213 @@
+"""Stage 1: supervised training of the segmentation network on synthetic frames.
+
+Pixelwise negative log-likelihood over hand pixels only (background comes from
+depth), the optimiser of the preset, TensorBoard logs, and
+`keras.callbacks.BackupAndRestore` so that a killed run resumes at the epoch it
+was in. The trained model is written atomically as `OUT/seg_synth.keras`, with
+its metrics in `OUT/seg_synth.json`.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.data.dataset import load_arrays, read_manifest
+from keras_hpe.errors import UserError
+from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
+from keras_hpe.models.segmentation import build_segmentation_model, model_crop_size, predict_parts
+from keras_hpe.presets import SegTrainingConfig
+from keras_hpe.training.inputs import check_crop_size, seg_dataset
+
+MODEL_NAME = "seg_synth.keras"
+METRICS_NAME = "seg_synth.json"
+BACKUP_DIR = "backup"
+LOG_DIR = "logs"
+HISTORY_NAME = "seg_history.csv"
+_EVAL_CHUNK = 1024  # frames segmented at once by evaluate_model
+
+
+@dataclass
+class SegTrainingResult:
+    """What `train_segmentation` wrote and measured."""
+
+    model_path: Path
+    metrics_path: Path
+    metrics: dict
+
+
+def make_optimizer(config: SegTrainingConfig, total_steps: int) -> keras.optimizers.Optimizer:
+    """The preset's optimiser with its learning-rate schedule over `total_steps` steps."""
+    if config.cosine_decay:
+        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
+    elif config.lr_decay > 0:
+        # Torch7's learningRateDecay: lr / (1 + t * decay).
+        rate = keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, 1, config.lr_decay)
+    else:
+        rate = config.learning_rate
+    if config.optimizer == "sgd":
+        return keras.optimizers.SGD(rate)
+    return keras.optimizers.Adam(rate)
+
+
+def compile_segmentation(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+    """Pixelwise NLL averaged over hand pixels; accuracy over hand pixels (the sample weights)."""
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
+    )
+
+
+def train_segmentation(
+    data_dir: str | Path,
+    out_dir: str | Path,
+    config: SegTrainingConfig,
+    *,
+    val_dir: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> SegTrainingResult:
+    """Train the segmentation network on the labelled data set at `data_dir`; write OUT/seg_synth.keras.
+
+    `epochs` and `batch_size` override the config's. Re-running after an
+    interruption with the same arguments resumes from `OUT/backup`. With
+    `val_dir`, Keras reports validation figures every epoch and the metrics
+    JSON holds the final model's per-pixel and mean per-class accuracy there.
+    """
+    config = replace(
+        config,
+        epochs=config.epochs if epochs is None else epochs,
+        batch_size=config.batch_size if batch_size is None else batch_size,
+    )
+    if config.epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    manifest = read_manifest(data_dir)
+    if "labels" not in manifest.fields:
+        raise UserError(f"data set {data_dir} ({manifest.domain}) has no part labels; stage 1 needs a labelled set")
+    model_config = replace(config.model, size=manifest.size)
+    train = seg_dataset(
+        data_dir, config.batch_size, size=model_config.size, shuffle=True, seed=seed,
+        augment=config.augment, shuffle_buffer=config.shuffle_buffer,
+    )
+    val = seg_dataset(val_dir, config.batch_size, size=model_config.size) if val_dir else None
+
+    keras.utils.set_random_seed(seed)
+    model = build_segmentation_model(model_config)
+    steps_per_epoch = math.ceil(manifest.count / config.batch_size)
+    compile_segmentation(model, make_optimizer(config, steps_per_epoch * config.epochs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model.fit(
+        train,
+        validation_data=val,
+        epochs=config.epochs,
+        verbose=1 if progress else 0,
+        shuffle=False,  # the tf.data pipeline shuffles
+        callbacks=[keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)), *_log_callbacks(out_dir), *callbacks],
+    )
+    seconds = time.perf_counter() - started
+
+    model_path = out_dir / MODEL_NAME
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    metrics = {
+        "data": str(data_dir),
+        "frames": manifest.count,
+        "size": manifest.size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "seed": seed,
+        "train_seconds_this_run": round(seconds, 1),
+        "config": asdict(replace(config, model=model_config)),
+        # From the CSV log: all epochs, also those done before an interruption.
+        "history": _read_history(out_dir / LOG_DIR / HISTORY_NAME),
+    }
+    if val_dir:
+        scores = evaluate_model(model, val_dir)[0]
+        metrics["val"] = {"data": str(val_dir), **_summary(scores)}
+    metrics_path = out_dir / METRICS_NAME
+    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return SegTrainingResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)
+
+
+def _log_callbacks(out_dir: Path) -> list[keras.callbacks.Callback]:
+    """Per-epoch figures in OUT/logs: always a CSV, TensorBoard event files when tensorboard is installed."""
+    log_dir = out_dir / LOG_DIR
+    log_dir.mkdir(parents=True, exist_ok=True)
+    history_csv = log_dir / HISTORY_NAME
+    if not (out_dir / BACKUP_DIR).exists():
+        history_csv.unlink(missing_ok=True)  # a fresh run, not a resumed one
+    # append=True: a resumed run continues the CSV of the interrupted one.
+    callbacks = [keras.callbacks.CSVLogger(str(history_csv), append=True)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        callbacks.append(keras.callbacks.TensorBoard(str(log_dir)))
+    return callbacks
+
+
+def load_segmentation_model(path: str | Path) -> keras.Model:
+    """Load a `.keras` segmentation model, with a one-line UserError if it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"model file {path} does not exist")
+    try:
+        return keras.saving.load_model(path)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+
+
+def evaluate_model(
+    model: keras.Model, data_dir: str | Path, batch_size: int = 64
+) -> tuple[SegmentationScores, dict[str, np.ndarray]]:
+    """Segment a labelled data set and score it over hand pixels.
+
+    Returns the scores and the arrays {depth_mm, labels (truth), pred_labels}.
+    Raises UserError for data without labels or of another crop size than the model.
+    """
+    manifest = read_manifest(data_dir)
+    if "labels" not in manifest.fields:
+        raise UserError(
+            f"data set {data_dir} ({manifest.domain}) has no part labels to evaluate against "
+            "(for the sensor domain, make the evaluation split with --eval-labels)"
+        )
+    check_crop_size(data_dir, model_crop_size(model))
+    arrays = load_arrays(data_dir, ["depth_mm", "labels", "center_uvd"])
+    # In chunks: the (N, S, S, 20) probabilities of a whole large set would not fit in memory.
+    chunks = [
+        predict_parts(model, arrays["depth_mm"][start:start + _EVAL_CHUNK],
+                      arrays["center_uvd"][start:start + _EVAL_CHUNK, 2], batch_size)[1]
+        for start in range(0, manifest.count, _EVAL_CHUNK)
+    ]
+    arrays["pred_labels"] = np.concatenate(chunks)
+    return evaluate_segmentation(arrays["pred_labels"], arrays["labels"]), arrays
+
+
+def _read_history(path: Path) -> dict[str, list[float | None]]:
+    """{metric: per-epoch values} from a Keras CSVLogger file ("NA" -> None; all-NA columns dropped)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    names = [name for name in rows[0] if name != "epoch" and any(row[name] != "NA" for row in rows)] if rows else []
+    return {name: [None if row[name] == "NA" else float(row[name]) for row in rows] for name in names}
+
+
+def _summary(scores: SegmentationScores) -> dict:
+    return {
+        "per_pixel_accuracy": scores.per_pixel_accuracy,
+        "mean_class_accuracy": scores.mean_class_accuracy,
+        "frames": scores.frames,
+        "hand_pixels": scores.hand_pixels,
+    }

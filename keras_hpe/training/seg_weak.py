@@ -1,0 +1,176 @@
+"""Stage 2: weakly-supervised fine-tuning of the segmentation network (paper section 3.1).
+
+The stage-1 model is trained further on a 9 : 1 mix of synthetic frames (dense
+labels) and real frames whose restored maps passed the quality gate
+(`restoration.pseudo_labels`), 10 epochs by default, as in the paper. The input
+pipeline, loss, metrics, optimiser, logs and resume are stage 1's
+(`training.inputs.seg_dataset`, `training.seg`): only the mixing is new.
+
+The paper fine-tuned with SGD (learning rate 0.1 with decay) and batch 1; we use
+the preset's optimiser, schedule and batch size (quick: Adam, cosine decay,
+batch 32), which train on a 2-core CPU in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.data.dataset import read_manifest
+from keras_hpe.errors import UserError
+from keras_hpe.models.segmentation import model_crop_size
+from keras_hpe.presets import AugmentConfig, SegTrainingConfig
+from keras_hpe.restoration.pseudo_labels import file_sha256, read_restored_manifest
+from keras_hpe.training.inputs import seg_dataset
+from keras_hpe.training.seg import (
+    BACKUP_DIR,
+    HISTORY_NAME,
+    LOG_DIR,
+    _log_callbacks,
+    _read_history,
+    _summary,
+    compile_segmentation,
+    evaluate_model,
+    load_segmentation_model,
+    make_optimizer,
+)
+
+MODEL_NAME = "seg_weak.keras"
+METRICS_NAME = "seg_weak.json"
+WEAK_EPOCHS = 10  # the paper's
+SYNTH_WEIGHT = 0.9  # the paper's 9 : 1 mix of synthetic and restored real frames
+
+
+@dataclass
+class SegWeakResult:
+    """What `train_segmentation_weak` wrote and measured."""
+
+    model_path: Path
+    metrics_path: Path
+    metrics: dict
+
+
+def mixed_seg_dataset(
+    synth_dir: str | Path,
+    restored_dir: str | Path,
+    batch_size: int,
+    steps: int,
+    *,
+    size: int,
+    synth_weight: float = SYNTH_WEIGHT,
+    seed: int = 0,
+    augment: AugmentConfig | None = None,
+    shuffle_buffer: int = 1024,
+) -> tf.data.Dataset:
+    """`steps` batches (x, class ids, hand mask) whose frames come from either set with the given odds.
+
+    Each frame is drawn from the synthetic set with probability `synth_weight`,
+    else from the restored real set; both are shuffled (and augmented) by stage 1's
+    `seg_dataset` and repeated, so the smaller restored set is cycled through.
+    A new pass over the returned data set draws a new mix, deterministically given `seed`.
+    """
+    if not 0.0 < synth_weight < 1.0:
+        raise UserError(f"the synthetic share of the mix must be in (0, 1), got {synth_weight}")
+    if batch_size < 1 or steps < 1:
+        raise UserError(f"batch size and steps must be >= 1, got {batch_size} and {steps}")
+
+    def frames(data_dir: str | Path, source_seed: int) -> tf.data.Dataset:
+        # Batches of one, unbatched: the mix is drawn per frame, then re-batched below.
+        return seg_dataset(
+            data_dir, 1, size=size, shuffle=True, seed=source_seed, augment=augment, shuffle_buffer=shuffle_buffer
+        ).unbatch().repeat()
+
+    mixed = tf.data.Dataset.sample_from_datasets(
+        [frames(synth_dir, seed), frames(restored_dir, seed + 1)],
+        weights=[synth_weight, 1.0 - synth_weight],
+        seed=seed,
+        rerandomize_each_iteration=True,
+    )
+    batches = mixed.batch(batch_size).take(steps)
+    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+
+
+def train_segmentation_weak(
+    init_model: str | Path,
+    synth_dir: str | Path,
+    restored_dir: str | Path,
+    out_dir: str | Path,
+    config: SegTrainingConfig,
+    *,
+    epochs: int = WEAK_EPOCHS,
+    batch_size: int | None = None,
+    synth_weight: float = SYNTH_WEIGHT,
+    val_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
+) -> SegWeakResult:
+    """Fine-tune the stage-1 model `init_model` on synthetic + restored real frames; write OUT/seg_weak.keras.
+
+    An epoch is as many batches as it takes to draw every synthetic frame about
+    once (synthetic frames / `synth_weight` / batch). `config` supplies the
+    optimiser, schedule, augmentation and (unless `batch_size` is given) the
+    batch size; its architecture and epochs are not used. Re-running an
+    interrupted run with the same arguments resumes from OUT/backup. With
+    `val_dir` (a labelled real evaluation split), the metrics JSON holds the
+    fine-tuned model's accuracy there.
+    """
+    config = replace(config, epochs=epochs, batch_size=config.batch_size if batch_size is None else batch_size)
+    if config.epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    init_model, out_dir = Path(init_model), Path(out_dir)
+    synth = read_manifest(synth_dir)
+    restored = read_restored_manifest(restored_dir)
+    model = load_segmentation_model(init_model)
+    size = model_crop_size(model)
+    steps = math.ceil(synth.count / synth_weight / config.batch_size)
+    train = mixed_seg_dataset(
+        synth_dir, restored_dir, config.batch_size, steps, size=size, synth_weight=synth_weight, seed=seed,
+        augment=config.augment, shuffle_buffer=config.shuffle_buffer,
+    )
+    keras.utils.set_random_seed(seed)
+    compile_segmentation(model, make_optimizer(config, steps * config.epochs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model.fit(
+        train,
+        epochs=config.epochs,
+        verbose=1 if progress else 0,
+        shuffle=False,  # the tf.data pipeline shuffles
+        callbacks=[keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)), *_log_callbacks(out_dir), *callbacks],
+    )
+    seconds = time.perf_counter() - started
+
+    model_path = out_dir / MODEL_NAME
+    with atomic_path(model_path) as tmp:
+        model.save(tmp)
+    metrics = {
+        "init_model": {"path": str(init_model), "sha256": file_sha256(init_model)},
+        "synth": {"path": str(synth_dir), "frames": synth.count},
+        "restored": {"path": str(restored_dir), "frames": restored.count,
+                     "method": restored.params["restoration"]["method"]},
+        "synth_weight": synth_weight,
+        "size": size,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "steps_per_epoch": steps,
+        "seed": seed,
+        "train_seconds_this_run": round(seconds, 1),
+        # The architecture is the initial model's; the preset's is not used.
+        "config": {key: value for key, value in asdict(config).items() if key != "model"},
+        # From the CSV log: all epochs, also those done before an interruption.
+        "history": _read_history(out_dir / LOG_DIR / HISTORY_NAME),
+    }
+    if val_dir:
+        metrics["val"] = {"data": str(val_dir), **_summary(evaluate_model(model, val_dir)[0])}
+    metrics_path = out_dir / METRICS_NAME
+    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    return SegWeakResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)

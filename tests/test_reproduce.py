@@ -1,0 +1,165 @@
+"""`keras-hpe reproduce` end to end with the tiny plan; skipping, resuming and rerunning stages."""
+
+import contextlib
+import io
+import json
+from dataclasses import replace
+
+import pytest
+
+from keras_hpe.cli import main as cli_main
+from keras_hpe.errors import UserError
+from keras_hpe.reproduce import STAGE_FILE, Stage, build_stages, derived_seed, get_plan, reproduce, run_stage
+
+STAGES = ("synth", "synth_test", "real", "real_test", "seg_synth", "dictionary", "restore", "seg_weak",
+          "reg_direct", "reg_cascade", "reg_semi", "reg_full", "evaluate", "export", "report")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reproduce_command():
+    """Register the command (cli/main.py lists it once it is merged)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cli_main, "COMMAND_MODULES", ("keras_hpe.cli.reproduce",))
+        yield
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny plan run once through the command line."""
+    root = tmp_path_factory.mktemp("reproduce")
+    paths = {"out": root / "run", "reports": root / "reports", "saved": root / "saved" / "keras_hpe"}
+    stdout = io.StringIO()
+    with contextlib.redirect_stdout(stdout):
+        code = cli_main.main(["reproduce", "--preset", "tiny", "--out", str(paths["out"]), "--reports",
+                              str(paths["reports"]), "--saved-models", str(paths["saved"]), "--no-progress"])
+    return code, stdout.getvalue(), paths
+
+
+def test_tiny_plan_writes_report_summary_and_export(tiny_run):
+    code, stdout, paths = tiny_run
+    assert code == 0
+    assert (paths["reports"] / "README.md").is_file()
+    summary = json.loads((paths["reports"] / "summary.json").read_text())
+    assert set(summary) == {"table2", "table3", "table4", "seconds"}
+    assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
+    assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
+    assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}
+    assert all(row["mean_3d_mm"] > 0 for row in summary["table4"].values())
+    assert all(0 <= row["per_pixel"] <= 100 for row in summary["table2"].values())
+    assert list(summary["seconds"]) == list(STAGES[:-1])  # every stage before the report itself
+    for figure in ("fig5_segmentation.png", "fig6_per_part_accuracy.png", "fig9_pose_montage.png"):
+        assert (paths["reports"] / "figures" / figure).is_file()
+    assert (paths["reports"] / "fig8_success_curves.png").is_file()
+    # TF Serving layout <name>/<version>/
+    assert [p.name for p in paths["saved"].iterdir()] == ["1"]
+    assert (paths["saved"] / "1" / "saved_model.pb").is_file()
+    assert (paths["saved"] / "1" / "variables").is_dir()
+    lines = stdout.strip().splitlines()
+    assert json.loads(lines[-1]) == summary
+    assert any(line.startswith("report: ") and line.endswith("README.md") for line in lines)
+    assert any(line == f"export: {paths['saved'] / '1'}" for line in lines)
+    for stage in STAGES:
+        assert json.loads((paths["out"] / stage / STAGE_FILE).read_text())["stage"] == stage
+        assert not (paths["out"] / f"{stage}.partial").exists()
+
+
+def test_rerun_skips_everything_then_a_changed_param_reruns_only_downstream(tiny_run):
+    _, _, paths = tiny_run
+    options = dict(reports_dir=paths["reports"], saved_models_dir=paths["saved"], progress=False)
+
+    def stamps():
+        return {stage: (paths["out"] / stage / STAGE_FILE).stat().st_mtime_ns for stage in STAGES}
+
+    before = stamps()
+    again = reproduce(get_plan("tiny"), paths["out"], **options)
+    assert [stage.ran for stage in again.stages] == [False] * len(STAGES)
+    assert stamps() == before
+    assert again.export_path == paths["saved"] / "1"
+
+    # Fig. 9's frame count is a parameter of the evaluation: it and the report rerun, nothing upstream,
+    # and not the export, which does not read the evaluation.
+    changed = reproduce(replace(get_plan("tiny"), fig9_frames=4), paths["out"], **options)
+    assert {stage.name for stage in changed.stages if stage.ran} == {"evaluate", "report"}
+    after = stamps()
+    assert {stage for stage in STAGES if after[stage] != before[stage]} == {"evaluate", "report"}
+    assert [p.name for p in paths["saved"].iterdir()] == ["1"]
+
+
+def test_a_changed_upstream_stage_reruns_its_downstream_and_an_interrupted_one_resumes(tmp_path):
+    calls, interrupt = [], {"b"}
+
+    def step(name):
+        def run(work, inputs, params, progress):
+            calls.append(name)
+            attempts = work / "attempts"
+            attempts.write_text((attempts.read_text() if attempts.exists() else "") + "x")
+            if name in interrupt:
+                interrupt.discard(name)
+                raise KeyboardInterrupt
+            return {"inputs": sorted(inputs), "value": params["value"]}
+        return run
+
+    def stages(a_value):
+        return [Stage("a", (), {"value": a_value}, step("a")), Stage("b", ("a",), {"value": 0}, step("b")),
+                Stage("c", ("b",), {"value": 0}, step("c")), Stage("d", (), {"value": 0}, step("d"))]
+
+    def run_all(stage_list):
+        fingerprints, records = {}, {}
+        for stage in stage_list:
+            records[stage.name], fingerprints[stage.name] = run_stage(stage, tmp_path, fingerprints, records, False)
+        return records
+
+    with pytest.raises(KeyboardInterrupt):
+        run_all(stages(1))
+    assert (tmp_path / "a").is_dir() and (tmp_path / "b.partial").is_dir() and not (tmp_path / "b").exists()
+    records = run_all(stages(1))
+    assert calls == ["a", "b", "b", "c", "d"]  # a was kept; b resumed in its partial folder
+    assert (tmp_path / "b" / "attempts").read_text() == "xx"
+    assert records["c"].result == {"inputs": ["b"], "value": 0}
+    calls.clear()
+    run_all(stages(2))
+    assert calls == ["a", "b", "c"]  # d does not depend on a
+    assert (tmp_path / "b" / "attempts").read_text() == "x"  # a fresh folder: the old state was not for these inputs
+
+
+@pytest.mark.parametrize("change, stages", [
+    ({"reg_epochs": 2}, {"reg_direct", "reg_cascade", "reg_semi", "reg_full", "report"}),
+    ({"seg_weak_epochs": 3}, {"seg_weak", "report"}),
+    ({"restore_workers": 2}, {"report"}),  # workers do not change any artefact
+])
+def test_a_plan_field_is_a_parameter_of_the_stages_it_affects_only(change, stages):
+    plan = get_plan("tiny")
+    before = {stage.name: stage.params for stage in build_stages(plan)}
+    after = {stage.name: stage.params for stage in build_stages(replace(plan, **change))}
+    assert {name for name in before if before[name] != after[name]} == stages
+
+
+def test_seeds_differ_per_data_set_and_follow_the_run_seed():
+    assert derived_seed(0, "synth") != derived_seed(0, "real")
+    assert derived_seed(0, "synth") == derived_seed(0, "synth") != derived_seed(1, "synth")
+    assert 0 <= derived_seed(7, "dictionary") < 2**31
+
+
+def test_nyu_root_replaces_the_real_domain(tmp_path):
+    from keras_hpe.data.nyu import write_nyu_like
+
+    write_nyu_like(tmp_path / "nyu", "train", 2, seed=0)
+    write_nyu_like(tmp_path / "nyu", "test", 2, seed=1)
+    stages = {stage.name: stage for stage in build_stages(get_plan("tiny"), nyu_root=tmp_path / "nyu")}
+    assert stages["real"].params["split"] == "train" and stages["real_test"].params["split"] == "test"
+    assert stages["report"].params["real_domain"] == "nyu"
+    with pytest.raises(UserError, match="sensor-config"):
+        build_stages(get_plan("tiny"), nyu_root=tmp_path / "nyu", sensor_config=object())
+
+
+@pytest.mark.parametrize("case", ["missing_nyu", "bad_json", "unknown_field"])
+def test_bad_inputs_exit_2_with_one_line(case, tmp_path, capsys):
+    config = tmp_path / "sensor.json"
+    config.write_text({"bad_json": "{not json", "unknown_field": '{"baseline": 75}'}.get(case, "{}"))
+    option = ["--nyu-root", str(tmp_path / "absent")] if case == "missing_nyu" else ["--sensor-config", str(config)]
+    code = cli_main.main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress", *option])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("keras-hpe: error:")
+    assert ("absent" if case == "missing_nyu" else "sensor.json") in err
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,111 @@
+"""The segmentation network: architecture, shapes, save/load and the prediction helper."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_hpe.data.skeleton import NUM_PARTS
+from keras_hpe.errors import UserError
+from keras_hpe.models.segmentation import (
+    PAPER_SEGMENTATION,
+    SegmentationConfig,
+    build_segmentation_model,
+    labels_from_probs,
+    model_crop_size,
+    predict_parts,
+    segmentation_input,
+)
+from keras_hpe.models.shifted_max_pooling import ShiftedMaxPooling
+
+TINY = SegmentationConfig(
+    size=16, filters=(4, 4, 4), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 1), hidden_units=(8,)
+)
+
+
+def test_output_is_a_per_pixel_distribution_over_20_parts():
+    model = build_segmentation_model(TINY)
+    x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype(np.float32)
+    probs = model.predict(x, verbose=0)
+    assert probs.shape == (3, 16, 16, NUM_PARTS)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
+    assert model_crop_size(model) == 16
+
+
+def test_architecture_follows_the_paper_structure():
+    model = build_segmentation_model(PAPER_SEGMENTATION)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    pools = [layer for layer in model.layers if isinstance(layer, ShiftedMaxPooling)]
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.GroupNormalization)]
+    assert [c.kernel_size for c in convs[:3]] == [(5, 5)] * 3
+    assert all(c.kernel_size == (1, 1) for c in convs[3:])  # per-pixel fully connected layers
+    assert len(convs) == 3 + len(PAPER_SEGMENTATION.hidden_units) + 1
+    assert len(pools) == 3
+    # Per-image normalisation: one group per channel, statistics over the pixels of each image.
+    assert all(n.groups == n.input.shape[-1] for n in norms) and len(norms) == len(convs) - 1
+    assert model.output_shape == (None, 64, 64, NUM_PARTS)
+
+
+def test_normalisation_is_the_same_at_train_and_test_time():
+    model = build_segmentation_model(TINY)
+    x = np.random.default_rng(1).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    train = keras.ops.convert_to_numpy(model(x, training=True))
+    test = keras.ops.convert_to_numpy(model(x, training=False))
+    np.testing.assert_allclose(train, test, atol=1e-6)
+    # And per image: a frame's output does not depend on the other frames of the batch.
+    alone = keras.ops.convert_to_numpy(model(x[:1], training=True))
+    np.testing.assert_allclose(alone, train[:1], atol=1e-5)
+
+
+def test_save_and_load_keeps_predictions(tmp_path):
+    model = build_segmentation_model(TINY)
+    path = tmp_path / "seg.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    x = np.random.default_rng(2).normal(size=(2, 16, 16, 1)).astype(np.float32)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_config_round_trip_and_validation():
+    assert SegmentationConfig.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(UserError, match="one entry per conv layer"):
+        SegmentationConfig(filters=(8, 8), kernel_sizes=(3, 3, 3))
+
+
+def test_segmentation_input_is_lcn_of_normalised_depth():
+    depth_mm = np.zeros((2, 32, 32), np.float32)
+    depth_mm[:, 12:20, 12:20] = np.linspace(450, 550, 8, dtype=np.float32)
+    x = keras.ops.convert_to_numpy(segmentation_input(depth_mm, np.array([500.0, 500.0])))
+    assert x.shape == (2, 32, 32, 1)
+    assert np.all(np.isfinite(x))
+    # Local contrast normalisation removes the local mean: flat background far from the hand is ~0,
+    # the hand is not.
+    assert abs(x[0, 0, 0, 0]) < 1e-3 and np.abs(x[0, 12:20, 12:20]).max() > 0.1
+
+
+def test_predict_parts_labels_background_from_depth():
+    model = build_segmentation_model(TINY)
+    rng = np.random.default_rng(3)
+    depth_mm = rng.uniform(400, 600, size=(5, 16, 16)).astype(np.float32)
+    depth_mm[:, :3] = 0
+    probs, labels = predict_parts(model, depth_mm, np.full(5, 500.0), batch_size=2)
+    assert probs.shape == (5, 16, 16, NUM_PARTS) and labels.shape == (5, 16, 16) and labels.dtype == np.uint8
+    assert np.all(labels[:, :3] == 0)
+    np.testing.assert_array_equal(labels[:, 3:], probs[:, 3:].argmax(-1) + 1)
+    # Batching does not change the result (per-image normalisation).
+    probs_one, _ = predict_parts(model, depth_mm[:1], np.full(1, 500.0))
+    np.testing.assert_allclose(probs_one, probs[:1], atol=1e-5)
+
+
+def test_labels_from_probs():
+    probs = np.zeros((1, 2, 2, NUM_PARTS), np.float32)
+    probs[..., 19] = 1.0
+    depth_mm = np.array([[[0.0, 500.0], [500.0, 0.0]]], np.float32)
+    np.testing.assert_array_equal(labels_from_probs(probs, depth_mm), [[[0, 20], [20, 0]]])
+
+
+def test_predict_parts_rejects_other_crop_size():
+    model = build_segmentation_model(TINY)
+    with pytest.raises(UserError, match=r"\(N, 16, 16\)"):
+        predict_parts(model, np.ones((2, 32, 32), np.float32), np.ones(2))
+    with pytest.raises(UserError, match="center_d_mm"):
+        predict_parts(model, np.ones((2, 16, 16), np.float32), np.ones(3))
