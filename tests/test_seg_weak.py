@@ -13,8 +13,8 @@ from keras_hpe.presets import AugmentConfig, SegTrainingConfig
 from keras_hpe.restoration.index import build_dictionary
 from keras_hpe.restoration.pseudo_labels import restore_dataset
 from keras_hpe.training.inputs import seg_dataset
-from keras_hpe.training.seg import BACKUP_DIR
-from keras_hpe.training.seg_weak import METRICS_NAME, MODEL_NAME, mixed_seg_dataset, train_segmentation_weak
+from keras_hpe.training.fit import BACKUP_DIR
+from keras_hpe.training.seg_weak import FIT_NAME, METRICS_NAME, MODEL_NAME, mixed_seg_dataset, train_segmentation_weak
 
 TINY_MODEL = SegmentationConfig(size=32, filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2),
                                 hidden_units=(8,))
@@ -102,7 +102,7 @@ def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(model_path, synth
     with pytest.raises(Interrupt):
         train_segmentation_weak(model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2, progress=False,
                                 callbacks=[StopAfter(epoch=1, batch=1)])
-    assert (out / BACKUP_DIR).is_dir() and not (out / MODEL_NAME).exists()
+    assert (out / BACKUP_DIR / FIT_NAME).is_dir() and not (out / MODEL_NAME).exists()
     record = RecordEpochs()
     result = train_segmentation_weak(model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2,
                                      val_dir=sensor_eval_dir, progress=False, callbacks=[record])
@@ -116,7 +116,7 @@ def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(model_path, synth
     assert metrics["steps_per_epoch"] == steps and metrics["synth_weight"] == 0.9
     assert len(metrics["history"]["loss"]) == 2 and metrics["restored"]["method"] == "integrate"
     assert 0.0 <= metrics["val"]["per_pixel_accuracy"] <= 1.0
-    assert not (out / BACKUP_DIR).exists()
+    assert not (out / BACKUP_DIR / FIT_NAME).exists()
 
 
 def test_a_set_not_made_by_restore_is_refused(model_path, synth_dir, sensor_eval_dir, tmp_path):

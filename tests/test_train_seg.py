@@ -14,8 +14,9 @@ from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig, get_preset
 from keras_hpe.training.inputs import augment_batch, seg_dataset, transform_images, transform_joints
+from keras_hpe.training.fit import BACKUP_DIR, LOG_DIR
 from keras_hpe.training.seg import (
-    BACKUP_DIR,
+    FIT_NAME,
     METRICS_NAME,
     MODEL_NAME,
     evaluate_model,
@@ -95,8 +96,8 @@ def test_one_epoch_writes_model_metrics_and_logs(synth_dir, tmp_path):
     assert metrics["frames"] == 48 and metrics["size"] == 32 and metrics["epochs"] == 1
     assert math.isfinite(metrics["history"]["loss"][0])
     assert 0.0 <= metrics["val"]["per_pixel_accuracy"] <= 1.0 and metrics["val"]["frames"] == 48
-    assert not (out / BACKUP_DIR).exists()  # a finished run leaves no backup
-    assert (out / "logs" / "seg_history.csv").read_text().count("\n") == 2  # header + 1 epoch
+    assert not (out / BACKUP_DIR / FIT_NAME).exists()  # a finished run leaves no backup
+    assert (out / LOG_DIR / f"{FIT_NAME}.csv").read_text().count("\n") == 2  # header + 1 epoch
     model = keras.saving.load_model(result.model_path)
     assert model.output_shape == (None, 32, 32, 20)
     # The JSON's validation accuracy is the saved model's.
@@ -145,7 +146,7 @@ def test_killed_run_resumes_from_the_backup(synth_dir, tmp_path):
     config = replace(TINY_TRAINING, epochs=2, augment=AugmentConfig())
     with pytest.raises(Interrupt):
         train_segmentation(synth_dir, out, config, progress=False, callbacks=[StopAfter(epoch=1, batch=1)])
-    assert (out / BACKUP_DIR).is_dir() and not (out / MODEL_NAME).exists()
+    assert (out / BACKUP_DIR / FIT_NAME).is_dir() and not (out / MODEL_NAME).exists()
     record = RecordEpochs()
     result = train_segmentation(synth_dir, out, config, progress=False, callbacks=[record])
     assert record.epochs == [1]  # epoch 0 was done before the kill
@@ -154,7 +155,7 @@ def test_killed_run_resumes_from_the_backup(synth_dir, tmp_path):
     # The history covers all epochs, those before the kill too.
     assert len(result.metrics["history"]["loss"]) == 2
     assert len(json.loads((out / METRICS_NAME).read_text())["history"]["pixel_accuracy"]) == 2
-    assert not (out / BACKUP_DIR).exists()
+    assert not (out / BACKUP_DIR / FIT_NAME).exists()
 
 
 def test_missing_data_dir_is_a_user_error(tmp_path):

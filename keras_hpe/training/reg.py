@@ -43,9 +43,7 @@ model.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -66,15 +64,14 @@ from keras_hpe.models.regression import RegressionConfig, build_direct_regressio
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
 from keras_hpe.presets import AugmentConfig
 from keras_hpe.training.inputs import augment_batch, check_crop_size
-from keras_hpe.training.seg import _read_history, load_segmentation_model, make_optimizer
+from keras_hpe.training.fit import BACKUP_DIR, fit_resumable, make_optimizer
+from keras_hpe.training.seg import load_segmentation_model
 
 VARIANTS = ("direct", "cascade", "semi", "full")
 SEG_VARIANTS = ("semi", "full")
 HEADS = ("separate", "shared")
 TRAIN_FIELDS = ["depth_mm", "joints_xyz", "center_uvd"]
 REFINE_SUFFIX = "_refine"
-BACKUP_DIR = "backup"
-LOG_DIR = "logs"
 SEG_CACHE_DIR = "seg_cache"
 # Predictions are clipped to this many half-cubes from the crop centre: a joint
 # is never farther than a cube from the hand, and a poorly trained network can
@@ -347,47 +344,6 @@ def cached_segmentation(
         with atomic_path(path) as tmp:
             np.save(tmp, labels)
     return np.load(path, mmap_mode="r")
-
-
-def fit_resumable(
-    model: keras.Model,
-    train: tf.data.Dataset,
-    *,
-    epochs: int,
-    out_dir: Path,
-    name: str,
-    val: tf.data.Dataset | None = None,
-    progress: bool = True,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> tuple[dict[str, list[float]], float]:
-    """`model.fit` that resumes after an interruption; returns (history of all epochs, seconds of this run).
-
-    `OUT/backup/<name>` holds the BackupAndRestore state (removed when the fit
-    ends), `OUT/logs/<name>.csv` the per-epoch figures (continued on resume,
-    so the history also holds the epochs before an interruption) and
-    `OUT/logs/<name>/` TensorBoard events when tensorboard is installed.
-    """
-    log_dir = out_dir / LOG_DIR
-    log_dir.mkdir(parents=True, exist_ok=True)
-    backup_dir = out_dir / BACKUP_DIR / name
-    history_csv = log_dir / f"{name}.csv"
-    if not backup_dir.exists():
-        history_csv.unlink(missing_ok=True)  # a fresh run, not a resumed one
-    logs = [keras.callbacks.CSVLogger(str(history_csv), append=True)]
-    if importlib.util.find_spec("tensorboard") is not None:
-        logs.append(keras.callbacks.TensorBoard(str(log_dir / name)))
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir))
-    started = time.perf_counter()
-    model.fit(
-        train,
-        validation_data=val,
-        epochs=epochs,
-        verbose=1 if progress else 0,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=[backup, *logs, *callbacks],
-    )
-    seconds = time.perf_counter() - started
-    return _read_history(history_csv), seconds
 
 
 def estimate_batch_norm_statistics(model: keras.Model, data: tf.data.Dataset, max_batches: int = 100) -> int:

@@ -9,11 +9,8 @@ its metrics in `OUT/seg_synth.json`.
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -27,13 +24,12 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
 from keras_hpe.models.segmentation import build_segmentation_model, model_crop_size, predict_parts
 from keras_hpe.presets import SegTrainingConfig
+from keras_hpe.training.fit import fit_resumable, make_optimizer
 from keras_hpe.training.inputs import check_crop_size, seg_dataset
 
 MODEL_NAME = "seg_synth.keras"
 METRICS_NAME = "seg_synth.json"
-BACKUP_DIR = "backup"
-LOG_DIR = "logs"
-HISTORY_NAME = "seg_history.csv"
+FIT_NAME = "seg"  # OUT/backup/seg, OUT/logs/seg.csv
 _EVAL_CHUNK = 1024  # frames segmented at once by evaluate_model
 
 
@@ -44,20 +40,6 @@ class SegTrainingResult:
     model_path: Path
     metrics_path: Path
     metrics: dict
-
-
-def make_optimizer(config: SegTrainingConfig, total_steps: int) -> keras.optimizers.Optimizer:
-    """The preset's optimiser with its learning-rate schedule over `total_steps` steps."""
-    if config.cosine_decay:
-        rate = keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=max(total_steps, 1))
-    elif config.lr_decay > 0:
-        # Torch7's learningRateDecay: lr / (1 + t * decay).
-        rate = keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, 1, config.lr_decay)
-    else:
-        rate = config.learning_rate
-    if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate)
-    return keras.optimizers.Adam(rate)
 
 
 def compile_segmentation(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
@@ -111,16 +93,10 @@ def train_segmentation(
     steps_per_epoch = math.ceil(manifest.count / config.batch_size)
     compile_segmentation(model, make_optimizer(config, steps_per_epoch * config.epochs))
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    model.fit(
-        train,
-        validation_data=val,
-        epochs=config.epochs,
-        verbose=1 if progress else 0,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=[keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)), *_log_callbacks(out_dir), *callbacks],
+    history, seconds = fit_resumable(
+        model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, val=val, progress=progress,
+        callbacks=callbacks,
     )
-    seconds = time.perf_counter() - started
 
     model_path = out_dir / MODEL_NAME
     with atomic_path(model_path) as tmp:
@@ -135,28 +111,14 @@ def train_segmentation(
         "train_seconds_this_run": round(seconds, 1),
         "config": asdict(replace(config, model=model_config)),
         # From the CSV log: all epochs, also those done before an interruption.
-        "history": _read_history(out_dir / LOG_DIR / HISTORY_NAME),
+        "history": history,
     }
     if val_dir:
         scores = evaluate_model(model, val_dir)[0]
-        metrics["val"] = {"data": str(val_dir), **_summary(scores)}
+        metrics["val"] = {"data": str(val_dir), **accuracy_summary(scores)}
     metrics_path = out_dir / METRICS_NAME
     write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return SegTrainingResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)
-
-
-def _log_callbacks(out_dir: Path) -> list[keras.callbacks.Callback]:
-    """Per-epoch figures in OUT/logs: always a CSV, TensorBoard event files when tensorboard is installed."""
-    log_dir = out_dir / LOG_DIR
-    log_dir.mkdir(parents=True, exist_ok=True)
-    history_csv = log_dir / HISTORY_NAME
-    if not (out_dir / BACKUP_DIR).exists():
-        history_csv.unlink(missing_ok=True)  # a fresh run, not a resumed one
-    # append=True: a resumed run continues the CSV of the interrupted one.
-    callbacks = [keras.callbacks.CSVLogger(str(history_csv), append=True)]
-    if importlib.util.find_spec("tensorboard") is not None:
-        callbacks.append(keras.callbacks.TensorBoard(str(log_dir)))
-    return callbacks
 
 
 def load_segmentation_model(path: str | Path) -> keras.Model:
@@ -196,15 +158,8 @@ def evaluate_model(
     return evaluate_segmentation(arrays["pred_labels"], arrays["labels"]), arrays
 
 
-def _read_history(path: Path) -> dict[str, list[float | None]]:
-    """{metric: per-epoch values} from a Keras CSVLogger file ("NA" -> None; all-NA columns dropped)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    names = [name for name in rows[0] if name != "epoch" and any(row[name] != "NA" for row in rows)] if rows else []
-    return {name: [None if row[name] == "NA" else float(row[name]) for row in rows] for name in names}
-
-
-def _summary(scores: SegmentationScores) -> dict:
+def accuracy_summary(scores: SegmentationScores) -> dict:
+    """The headline accuracy figures of `scores`, for a metrics JSON."""
     return {
         "per_pixel_accuracy": scores.per_pixel_accuracy,
         "mean_class_accuracy": scores.mean_class_accuracy,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Sequence
@@ -30,21 +29,12 @@ from keras_hpe.models.segmentation import model_crop_size
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
 from keras_hpe.restoration.pseudo_labels import file_sha256, read_restored_manifest
 from keras_hpe.training.inputs import seg_dataset
-from keras_hpe.training.seg import (
-    BACKUP_DIR,
-    HISTORY_NAME,
-    LOG_DIR,
-    _log_callbacks,
-    _read_history,
-    _summary,
-    compile_segmentation,
-    evaluate_model,
-    load_segmentation_model,
-    make_optimizer,
-)
+from keras_hpe.training.fit import fit_resumable, make_optimizer
+from keras_hpe.training.seg import accuracy_summary, compile_segmentation, evaluate_model, load_segmentation_model
 
 MODEL_NAME = "seg_weak.keras"
 METRICS_NAME = "seg_weak.json"
+FIT_NAME = "seg_weak"  # OUT/backup/seg_weak, OUT/logs/seg_weak.csv
 WEAK_EPOCHS = 10  # the paper's
 SYNTH_WEIGHT = 0.9  # the paper's 9 : 1 mix of synthetic and restored real frames
 
@@ -139,15 +129,9 @@ def train_segmentation_weak(
     keras.utils.set_random_seed(seed)
     compile_segmentation(model, make_optimizer(config, steps * config.epochs))
     out_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    model.fit(
-        train,
-        epochs=config.epochs,
-        verbose=1 if progress else 0,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=[keras.callbacks.BackupAndRestore(str(out_dir / BACKUP_DIR)), *_log_callbacks(out_dir), *callbacks],
+    history, seconds = fit_resumable(
+        model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, progress=progress, callbacks=callbacks
     )
-    seconds = time.perf_counter() - started
 
     model_path = out_dir / MODEL_NAME
     with atomic_path(model_path) as tmp:
@@ -167,10 +151,10 @@ def train_segmentation_weak(
         # The architecture is the initial model's; the preset's is not used.
         "config": {key: value for key, value in asdict(config).items() if key != "model"},
         # From the CSV log: all epochs, also those done before an interruption.
-        "history": _read_history(out_dir / LOG_DIR / HISTORY_NAME),
+        "history": history,
     }
     if val_dir:
-        metrics["val"] = {"data": str(val_dir), **_summary(evaluate_model(model, val_dir)[0])}
+        metrics["val"] = {"data": str(val_dir), **accuracy_summary(evaluate_model(model, val_dir)[0])}
     metrics_path = out_dir / METRICS_NAME
     write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
     return SegWeakResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)
