@@ -38,3 +38,29 @@ def sensor_eval_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("data") / "sensor_eval"
     generate_sensor(out, 16, seed=2, size=TINY_SIZE, eval_labels=True, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def seg_model_path(tmp_path_factory):
+    """A tiny untrained 32 x 32 segmentation model on disk (stands for stage 1's)."""
+    import keras
+
+    from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+
+    keras.utils.set_random_seed(0)
+    config = SegmentationConfig(size=TINY_SIZE, filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2),
+                                hidden_units=(8,))
+    path = tmp_path_factory.mktemp("model") / "seg_synth.keras"
+    build_segmentation_model(config).save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def dictionary_dir(synth_dir, tmp_path_factory):
+    """A patch dictionary (P = 7, 4 trees) from every synthetic frame of `synth_dir`."""
+    from keras_hpe.data.dataset import load_arrays
+    from keras_hpe.restoration.index import build_dictionary
+
+    out = tmp_path_factory.mktemp("dictionary") / "dict"
+    build_dictionary(load_arrays(synth_dir, ["labels"])["labels"], out, n_trees=4, progress=False)
+    return out

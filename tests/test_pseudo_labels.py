@@ -10,37 +10,17 @@ import pytest
 from keras_hpe.data import dataset as dataset_module
 from keras_hpe.data.dataset import load_arrays, read_manifest
 from keras_hpe.errors import UserError
-from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model, predict_parts
+from keras_hpe.models.segmentation import predict_parts
 from keras_hpe.restoration import pseudo_labels
-from keras_hpe.restoration.index import PatchIndex, build_dictionary
+from keras_hpe.restoration.index import PatchIndex
 from keras_hpe.restoration.pseudo_labels import QUALITY_NAME, SUMMARY_NAME, file_sha256, restore_dataset
 from keras_hpe.restoration.quality import barycenter_qualities
 from keras_hpe.restoration.restore import restore_frames
 
-TINY_MODEL = SegmentationConfig(size=32, filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2),
-                                hidden_units=(8,))
-
-
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A tiny untrained 32 x 32 segmentation model on disk."""
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "seg_synth.keras"
-    build_segmentation_model(TINY_MODEL).save(path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def dictionary_dir(synth_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("dictionary") / "dict"
-    build_dictionary(load_arrays(synth_dir, ["labels"])["labels"], out, n_trees=4, progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
-def restored(model_path, dictionary_dir, sensor_dir, tmp_path_factory):
+def restored(seg_model_path, dictionary_dir, sensor_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("restored") / "restored"
-    return restore_dataset(model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
+    return restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
 
 
 def read_quality(path):
@@ -48,9 +28,9 @@ def read_quality(path):
         return list(csv.DictReader(f))
 
 
-def test_only_accepted_frames_are_written_with_their_restored_maps(restored, model_path, dictionary_dir, sensor_dir):
+def test_only_accepted_frames_are_written_with_their_restored_maps(restored, seg_model_path, dictionary_dir, sensor_dir):
     source = load_arrays(sensor_dir)
-    model = keras.saving.load_model(model_path)
+    model = keras.saving.load_model(seg_model_path)
     raw = predict_parts(model, source["depth_mm"], source["center_uvd"][:, 2])[1]
     expected = restore_frames(raw, PatchIndex.load(dictionary_dir))
     args = (source["depth_mm"], source["center_uvd"], source["joints_xyz"])
@@ -72,11 +52,11 @@ def test_only_accepted_frames_are_written_with_their_restored_maps(restored, mod
     assert np.all((out["labels"] > 0) == (out["depth_mm"] > 0))
 
 
-def test_manifest_and_summary_record_the_job(restored, model_path, sensor_dir):
+def test_manifest_and_summary_record_the_job(restored, seg_model_path, sensor_dir):
     manifest = read_manifest(restored.out_dir)
     assert manifest.domain == "sensor" and manifest.size == 32
     job = manifest.params["restoration"]
-    assert job["method"] == "integrate" and job["model"]["sha256"] == file_sha256(model_path)
+    assert job["method"] == "integrate" and job["model"]["sha256"] == file_sha256(seg_model_path)
     assert job["index"]["meta"]["patch"] == 7 and job["source"]["manifest"]["count"] == 32
     summary = json.loads((restored.out_dir / SUMMARY_NAME).read_text())
     assert summary["frames"] == 32 and summary["accepted"] == manifest.count
@@ -85,7 +65,7 @@ def test_manifest_and_summary_record_the_job(restored, model_path, sensor_dir):
     assert not (restored.out_dir.parent / ".restored.restore").exists()  # work folder cleaned up
 
 
-def test_real_labels_are_never_read(model_path, dictionary_dir, sensor_eval_dir, tmp_path, monkeypatch):
+def test_real_labels_are_never_read(seg_model_path, dictionary_dir, sensor_eval_dir, tmp_path, monkeypatch):
     load_shard = dataset_module._load_shard
 
     def no_labels(path, fields):
@@ -93,7 +73,7 @@ def test_real_labels_are_never_read(model_path, dictionary_dir, sensor_eval_dir,
         return load_shard(path, fields)
 
     monkeypatch.setattr(dataset_module, "_load_shard", no_labels)
-    result = restore_dataset(model_path, dictionary_dir, sensor_eval_dir, tmp_path / "out", progress=False)
+    result = restore_dataset(seg_model_path, dictionary_dir, sensor_eval_dir, tmp_path / "out", progress=False)
     assert result.summary["frames"] == 16
 
 
@@ -101,7 +81,7 @@ class Interrupt(Exception):
     """Stands for a killed process."""
 
 
-def test_killed_run_resumes_and_gives_the_same_data(restored, model_path, dictionary_dir, sensor_dir, tmp_path,
+def test_killed_run_resumes_and_gives_the_same_data(restored, seg_model_path, dictionary_dir, sensor_dir, tmp_path,
                                                     monkeypatch):
     calls = []
 
@@ -114,22 +94,22 @@ def test_killed_run_resumes_and_gives_the_same_data(restored, model_path, dictio
     out = tmp_path / "out"
     monkeypatch.setattr(pseudo_labels, "restore_frames", restore_then_die)
     with pytest.raises(Interrupt):
-        restore_dataset(model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
+        restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert not out.exists()  # nothing half-written is visible
 
     calls.clear()
     monkeypatch.setattr(pseudo_labels, "restore_frames", lambda *a, **k: calls.append(1) or restore_frames(*a, **k))
-    result = restore_dataset(model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
+    result = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert len(calls) == 2  # chunks 1 and 2 of 3; chunk 0 was saved before the kill
     np.testing.assert_array_equal(load_arrays(out)["labels"], load_arrays(restored.out_dir)["labels"])
     assert (out / QUALITY_NAME).read_text() == restored.quality_path.read_text()
 
     calls.clear()
-    again = restore_dataset(model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
+    again = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert calls == [] and again.summary == result.summary  # a finished job is not redone
 
 
-def test_interrupted_job_with_other_parameters_is_refused(model_path, dictionary_dir, sensor_dir, tmp_path,
+def test_interrupted_job_with_other_parameters_is_refused(seg_model_path, dictionary_dir, sensor_dir, tmp_path,
                                                           monkeypatch):
     out = tmp_path / "out"
 
@@ -138,21 +118,21 @@ def test_interrupted_job_with_other_parameters_is_refused(model_path, dictionary
 
     monkeypatch.setattr(pseudo_labels, "restore_frames", die)
     with pytest.raises(Interrupt):
-        restore_dataset(model_path, dictionary_dir, sensor_dir, out, progress=False)
+        restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, progress=False)
     monkeypatch.undo()
     with pytest.raises(UserError, match="other parameters.*method"):
-        restore_dataset(model_path, dictionary_dir, sensor_dir, out, method="center", progress=False)
+        restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, method="center", progress=False)
 
 
-def test_an_existing_folder_is_not_replaced(model_path, dictionary_dir, sensor_dir, tmp_path):
+def test_an_existing_folder_is_not_replaced(seg_model_path, dictionary_dir, sensor_dir, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     with pytest.raises(UserError, match="exists"):
-        restore_dataset(model_path, dictionary_dir, sensor_dir, out, progress=False)
+        restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, progress=False)
     assert (out / "notes.txt").read_text() == "mine"
 
 
-def test_no_restoration_accepts_nothing(model_path, dictionary_dir, sensor_dir, tmp_path):
+def test_no_restoration_accepts_nothing(seg_model_path, dictionary_dir, sensor_dir, tmp_path):
     with pytest.raises(UserError, match="improved"):
-        restore_dataset(model_path, dictionary_dir, sensor_dir, tmp_path / "out", method="none", progress=False)
+        restore_dataset(seg_model_path, dictionary_dir, sensor_dir, tmp_path / "out", method="none", progress=False)

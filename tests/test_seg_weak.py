@@ -6,35 +6,22 @@ import keras
 import numpy as np
 import pytest
 
-from keras_hpe.data.dataset import load_arrays
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
-from keras_hpe.restoration.index import build_dictionary
 from keras_hpe.restoration.pseudo_labels import restore_dataset
 from keras_hpe.training.inputs import seg_dataset
 from keras_hpe.training.fit import BACKUP_DIR
 from keras_hpe.training.seg_weak import FIT_NAME, METRICS_NAME, MODEL_NAME, mixed_seg_dataset, train_segmentation_weak
+from interruptions import Interrupt, RecordEpochs, StopAfter
 
-TINY_MODEL = SegmentationConfig(size=32, filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2),
-                                hidden_units=(8,))
-TINY_TRAINING = SegTrainingConfig(model=TINY_MODEL, batch_size=16, augment=AugmentConfig())
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory):
-    """A tiny untrained 32 x 32 segmentation model on disk (stands for stage 1's)."""
-    keras.utils.set_random_seed(0)
-    path = tmp_path_factory.mktemp("model") / "seg_synth.keras"
-    build_segmentation_model(TINY_MODEL).save(path)
-    return path
+TINY_TRAINING = SegTrainingConfig(batch_size=16, augment=AugmentConfig())  # the architecture is the init model's
 
 
 @pytest.fixture(scope="module")
-def restored_dir(model_path, synth_dir, sensor_dir, tmp_path_factory):
-    work = tmp_path_factory.mktemp("stage2")
-    build_dictionary(load_arrays(synth_dir, ["labels"])["labels"], work / "dict", n_trees=4, progress=False)
-    return restore_dataset(model_path, work / "dict", sensor_dir, work / "restored", progress=False).out_dir
+def restored_dir(seg_model_path, dictionary_dir, sensor_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("stage2") / "restored"
+    return restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, progress=False).out_dir
 
 
 def frame_inputs(data_dir):
@@ -68,49 +55,21 @@ def test_mix_is_deterministic_given_the_seed_and_checks_its_odds(synth_dir, sens
         mixed_seg_dataset(synth_dir, sensor_eval_dir, 8, 2, size=32, synth_weight=1.0)
 
 
-class Interrupt(Exception):
-    """Stands for a killed process."""
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Raise after batch `batch` of epoch `epoch`, like a kill mid-epoch."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.stop_epoch, self.stop_batch, self.epoch = epoch, batch, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.stop_epoch and batch == self.stop_batch:
-            raise Interrupt()
-
-
-class RecordEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-
-def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(model_path, synth_dir, restored_dir, sensor_eval_dir,
+def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(seg_model_path, synth_dir, restored_dir, sensor_eval_dir,
                                                                tmp_path):
     out = tmp_path / "weak"
     with pytest.raises(Interrupt):
-        train_segmentation_weak(model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2, progress=False,
+        train_segmentation_weak(seg_model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2, progress=False,
                                 callbacks=[StopAfter(epoch=1, batch=1)])
     assert (out / BACKUP_DIR / FIT_NAME).is_dir() and not (out / MODEL_NAME).exists()
     record = RecordEpochs()
-    result = train_segmentation_weak(model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2,
+    result = train_segmentation_weak(seg_model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2,
                                      val_dir=sensor_eval_dir, progress=False, callbacks=[record])
     assert record.epochs == [1]  # epoch 0 was done before the kill
     steps = int(np.ceil(48 / 0.9 / 16))
     fine_tuned = keras.saving.load_model(result.model_path)
     assert int(fine_tuned.optimizer.iterations) == 2 * steps
-    initial = keras.saving.load_model(model_path)
+    initial = keras.saving.load_model(seg_model_path)
     assert any(not np.allclose(a, b) for a, b in zip(initial.get_weights(), fine_tuned.get_weights()))
     metrics = json.loads((out / METRICS_NAME).read_text())
     assert metrics["steps_per_epoch"] == steps and metrics["synth_weight"] == 0.9
@@ -119,9 +78,9 @@ def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(model_path, synth
     assert not (out / BACKUP_DIR / FIT_NAME).exists()
 
 
-def test_a_set_not_made_by_restore_is_refused(model_path, synth_dir, sensor_eval_dir, tmp_path):
+def test_a_set_not_made_by_restore_is_refused(seg_model_path, synth_dir, sensor_eval_dir, tmp_path):
     with pytest.raises(UserError, match="not a restored data set"):
-        train_segmentation_weak(model_path, synth_dir, sensor_eval_dir, tmp_path / "weak", TINY_TRAINING,
+        train_segmentation_weak(seg_model_path, synth_dir, sensor_eval_dir, tmp_path / "weak", TINY_TRAINING,
                                 epochs=1, progress=False)
 
 

@@ -22,6 +22,7 @@ from keras_hpe.training.seg import (
     evaluate_model,
     train_segmentation,
 )
+from interruptions import Interrupt, RecordEpochs, StopAfter
 
 TINY_MODEL = SegmentationConfig(filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2), hidden_units=(8,))
 TINY_TRAINING = SegTrainingConfig(model=TINY_MODEL, batch_size=16, epochs=1, augment=AugmentConfig(10.0, 0.05))
@@ -111,34 +112,6 @@ def test_training_lowers_the_loss(synth_dir, tmp_path):
     losses = result.metrics["history"]["loss"]
     assert losses[-1] < losses[0]
     assert "val_loss" not in result.metrics["history"]  # no validation set, no empty column
-
-
-class Interrupt(Exception):
-    """Stands for a killed process."""
-
-
-class StopAfter(keras.callbacks.Callback):
-    """Raise after batch `batch` of epoch `epoch`, like a kill mid-epoch."""
-
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.stop_epoch, self.stop_batch, self.epoch = epoch, batch, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == self.stop_epoch and batch == self.stop_batch:
-            raise Interrupt()
-
-
-class RecordEpochs(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.epochs = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
 
 
 def test_killed_run_resumes_from_the_backup(synth_dir, tmp_path):
