@@ -317,7 +317,7 @@ def build_stages(
                 raise UserError(f"NYU folder {nyu_root / split} does not exist (expected ROOT/train and ROOT/test)")
     sensor = sensor_config or SensorConfig()
     seg = asdict(preset.seg)
-    reg_config = _reg_config(plan.preset)
+    reg_config = preset.reg
     reg = reg_config.to_dict()
     size = {"size": plan.size, "shard_size": plan.shard_size}
 
@@ -610,15 +610,6 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _reg_config(preset_name: str):
-    """The preset's stage-3 config (its `reg` section, or `training.reg.REG_PRESETS` until it has one)."""
-    from keras_hpe.presets import get_preset
-    from keras_hpe.training.reg import REG_PRESETS
-
-    config = getattr(get_preset(preset_name), "reg", None)
-    return config if config is not None else REG_PRESETS[preset_name]
 
 
 def _percent(scores) -> dict[str, float]:

@@ -13,12 +13,12 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints, plot_success_curves
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.presets import RegTrainingConfig
 from keras_hpe.training import reg
 from keras_hpe.training.fit import BACKUP_DIR
 from keras_hpe.training.reg import (
     MeanJointErrorMM,
     RegressionPipeline,
-    RegTrainingConfig,
     estimate_batch_norm_statistics,
     evaluate_variants,
     load_pipeline,

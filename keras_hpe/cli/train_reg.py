@@ -52,14 +52,15 @@ def add_reg_parser(train_subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the variant, print where its files went and, last, a JSON summary line."""
-    from keras_hpe.training.reg import REG_PRESETS, train_regression
+    from keras_hpe.presets import get_preset
+    from keras_hpe.training.reg import train_regression
 
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
     result = train_regression(
-        args.data, args.out, args.variant, REG_PRESETS[args.preset], seg_path=args.seg, val_dir=args.val,
+        args.data, args.out, args.variant, get_preset(args.preset).reg, seg_path=args.seg, val_dir=args.val,
         epochs=args.epochs, batch_size=args.batch, head="shared" if args.shared else "separate", seed=args.seed,
         progress=not args.quiet,
     )

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -60,9 +60,9 @@ from keras_hpe.data.dataset import load_arrays, make_tf_dataset, read_manifest
 from keras_hpe.data.skeleton import NUM_PARTS
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, evaluate_joints
-from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
+from keras_hpe.models.regression import build_direct_regression, build_regression
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
-from keras_hpe.presets import AugmentConfig
+from keras_hpe.presets import AugmentConfig, RegTrainingConfig
 from keras_hpe.training.inputs import augment_batch, check_crop_size
 from keras_hpe.training.fit import BACKUP_DIR, fit_resumable, make_optimizer
 from keras_hpe.training.seg import load_segmentation_model
@@ -77,63 +77,6 @@ SEG_CACHE_DIR = "seg_cache"
 # is never farther than a cube from the hand, and a poorly trained network can
 # otherwise put joints behind the camera (depth <= 0), where uvd is undefined.
 MAX_CROP_UNITS = 2.0
-
-
-@dataclass(frozen=True)
-class RegTrainingConfig:
-    """Stage 3: training the regression network on the sensor domain (values ours unless said).
-
-    Attributes:
-        model: the network's sizes; `input_size` is set from the data.
-        optimizer: "adam" (paper) or "sgd".
-        learning_rate: initial rate (paper: 0.05; ours, as stage 1 of the quick preset, with a cosine schedule).
-        lr_decay: Torch7-style decay per step (used when `cosine_decay` is False).
-        cosine_decay: decay the rate to 0 along a cosine over the run.
-        batch_size: frames per step (paper: 64).
-        epochs: passes over the training set.
-        augment: geometric augmentation of depth, segmentation and joints.
-        shuffle_buffer: frames mixed by the shuffle (the whole set when it is smaller).
-        cascade_cube_fraction: the cascade's second cube over the data's cube.
-        cascade_jitter_mm: std of the noise added to the first estimate's mean
-            joint when training the cascade's second step.
-        batch_norm_batches: training batches over which the batch-norm
-            statistics used at test time are averaged after training
-            (`estimate_batch_norm_statistics`); 0 keeps Keras' moving averages.
-    """
-
-    model: RegressionConfig = field(default_factory=RegressionConfig)
-    optimizer: str = "adam"
-    learning_rate: float = 2e-3
-    lr_decay: float = 0.0
-    cosine_decay: bool = True
-    batch_size: int = 64
-    epochs: int = 10
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    shuffle_buffer: int = 8192
-    cascade_cube_fraction: float = 0.6
-    cascade_jitter_mm: float = 5.0
-    batch_norm_batches: int = 100
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in ("sgd", "adam"):
-            raise UserError(f"regression optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if not 0 < self.cascade_cube_fraction <= 1:
-            raise UserError(f"cascade_cube_fraction must be in (0, 1], got {self.cascade_cube_fraction}")
-
-    def to_dict(self) -> dict:
-        """JSON-ready dict (for the metrics file)."""
-        values = {f: getattr(self, f) for f in self.__dataclass_fields__}
-        values["model"] = self.model.to_dict()
-        values["augment"] = asdict(self.augment)
-        return values
-
-
-# Per preset name of `presets.PRESETS` (the CLI's --preset); to move into `presets.Preset` as its `reg` section.
-REG_PRESETS: dict[str, RegTrainingConfig] = {
-    "quick": RegTrainingConfig(),
-    # The paper's Adam, lr 0.05 (constant: no schedule is mentioned), batch 64; the epochs are ours.
-    "paper": RegTrainingConfig(learning_rate=0.05, cosine_decay=False, batch_size=64, epochs=30),
-}
 
 
 @dataclass
