@@ -27,7 +27,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hpe.data.camera import NYU_CAMERA, Camera
-from keras_hpe.data.crop import CUBE_MM, crop_to_joints, normalize_depth
+from keras_hpe.data.crop import CUBE_MM, MAX_CROP_UNITS, crop_to_joints, normalize_depth
 from keras_hpe.data.skeleton import NUM_JOINTS, NUM_PARTS
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import model_crop_size, segmentation_input
@@ -161,7 +161,8 @@ class HandPoseEstimator(tf.Module):
             joints = self.regression({"depth": depth, "segmentation": one_hot}, training=False)
             outputs["parts"] = parts
         camera = self.info.camera
-        joints_xyz = crop_to_joints(tf.cast(joints, tf.float32), uvd_to_xyz_tf(center_uvd, camera), cube_mm)
+        joints = tf.clip_by_value(tf.cast(joints, tf.float32), -MAX_CROP_UNITS, MAX_CROP_UNITS)
+        joints_xyz = crop_to_joints(joints, uvd_to_xyz_tf(center_uvd, camera), cube_mm)
         outputs["joints_xyz"] = joints_xyz
         outputs["joints_uvd"] = xyz_to_uvd_tf(joints_xyz, camera)
         return outputs

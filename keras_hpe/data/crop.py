@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 CUBE_MM = 300.0
 LCN_KERNEL = 9  # the paper's local contrast normalisation kernel size
+# Predicted joints are clipped to this many half-cubes from the crop centre: a
+# joint is never farther than a cube from the hand, and a poorly trained network
+# can otherwise put joints behind the camera (depth <= 0), where uvd is undefined.
+MAX_CROP_UNITS = 2.0
 _COM_ITERATIONS = 10
 
 

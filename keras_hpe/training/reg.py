@@ -55,7 +55,15 @@ from tqdm.auto import tqdm
 
 from keras_hpe.atomic import atomic_path, write_text
 from keras_hpe.data.camera import Camera, uvd_to_xyz, xyz_to_uvd
-from keras_hpe.data.crop import clip_to_cube, crop_to_joints, crop_window, joints_to_crop, normalize_depth, uvd_to_crop
+from keras_hpe.data.crop import (
+    MAX_CROP_UNITS,
+    clip_to_cube,
+    crop_to_joints,
+    crop_window,
+    joints_to_crop,
+    normalize_depth,
+    uvd_to_crop,
+)
 from keras_hpe.data.dataset import load_arrays, make_tf_dataset, read_manifest
 from keras_hpe.data.skeleton import NUM_PARTS
 from keras_hpe.errors import UserError
@@ -73,10 +81,6 @@ HEADS = ("separate", "shared")
 TRAIN_FIELDS = ["depth_mm", "joints_xyz", "center_uvd"]
 REFINE_SUFFIX = "_refine"
 SEG_CACHE_DIR = "seg_cache"
-# Predictions are clipped to this many half-cubes from the crop centre: a joint
-# is never farther than a cube from the hand, and a poorly trained network can
-# otherwise put joints behind the camera (depth <= 0), where uvd is undefined.
-MAX_CROP_UNITS = 2.0
 
 
 @dataclass
