@@ -12,14 +12,19 @@ from __future__ import annotations
 import csv
 import importlib.util
 import time
+from dataclasses import replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, TypeVar
 
 import keras
 import tensorflow as tf
 
+from keras_hpe.errors import UserError
+
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
+
+Config = TypeVar("Config")
 
 
 class OptimizerSettings(Protocol):
@@ -29,6 +34,18 @@ class OptimizerSettings(Protocol):
     learning_rate: float
     lr_decay: float  # Torch7-style decay per step; 0 = none
     cosine_decay: bool  # cosine decay to 0 over the run, instead of lr_decay
+
+
+def with_run_length(config: Config, epochs: int | None, batch_size: int | None) -> Config:
+    """A training config (a dataclass with `epochs` and `batch_size`) with those overridden where given."""
+    config = replace(
+        config,
+        epochs=config.epochs if epochs is None else epochs,
+        batch_size=config.batch_size if batch_size is None else batch_size,
+    )
+    if config.epochs < 1:
+        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    return config
 
 
 def make_optimizer(config: OptimizerSettings, total_steps: int) -> keras.optimizers.Optimizer:

@@ -72,7 +72,7 @@ from keras_hpe.models.regression import build_direct_regression, build_regressio
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
 from keras_hpe.training.inputs import augment_batch, check_crop_size
-from keras_hpe.training.fit import BACKUP_DIR, fit_resumable, make_optimizer
+from keras_hpe.training.fit import BACKUP_DIR, fit_resumable, make_optimizer, with_run_length
 from keras_hpe.training.seg import load_segmentation_model
 
 VARIANTS = ("direct", "cascade", "semi", "full")
@@ -350,13 +350,7 @@ def train_regression(
         raise UserError(f"regression head must be one of {', '.join(HEADS)}, got {head!r}")
     if head != "separate" and variant not in SEG_VARIANTS:
         raise UserError(f"a shared head applies to the semi and full variants only, not {variant!r}")
-    config = replace(
-        config,
-        epochs=config.epochs if epochs is None else epochs,
-        batch_size=config.batch_size if batch_size is None else batch_size,
-    )
-    if config.epochs < 1:
-        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    config = with_run_length(config, epochs, batch_size)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
     if val_dir is not None:

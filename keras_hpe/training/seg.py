@@ -24,7 +24,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
 from keras_hpe.models.segmentation import build_segmentation_model, model_crop_size, predict_parts
 from keras_hpe.presets import SegTrainingConfig
-from keras_hpe.training.fit import fit_resumable, make_optimizer
+from keras_hpe.training.fit import fit_resumable, make_optimizer, with_run_length
 from keras_hpe.training.inputs import check_crop_size, seg_dataset
 
 MODEL_NAME = "seg_synth.keras"
@@ -70,13 +70,7 @@ def train_segmentation(
     `val_dir`, Keras reports validation figures every epoch and the metrics
     JSON holds the final model's per-pixel and mean per-class accuracy there.
     """
-    config = replace(
-        config,
-        epochs=config.epochs if epochs is None else epochs,
-        batch_size=config.batch_size if batch_size is None else batch_size,
-    )
-    if config.epochs < 1:
-        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    config = with_run_length(config, epochs, batch_size)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
     if "labels" not in manifest.fields:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -29,7 +29,7 @@ from keras_hpe.models.segmentation import model_crop_size
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
 from keras_hpe.restoration.pseudo_labels import file_sha256, read_restored_manifest
 from keras_hpe.training.inputs import seg_dataset
-from keras_hpe.training.fit import fit_resumable, make_optimizer
+from keras_hpe.training.fit import fit_resumable, make_optimizer, with_run_length
 from keras_hpe.training.seg import accuracy_summary, compile_segmentation, evaluate_model, load_segmentation_model
 
 MODEL_NAME = "seg_weak.keras"
@@ -113,9 +113,7 @@ def train_segmentation_weak(
     `val_dir` (a labelled real evaluation split), the metrics JSON holds the
     fine-tuned model's accuracy there.
     """
-    config = replace(config, epochs=epochs, batch_size=config.batch_size if batch_size is None else batch_size)
-    if config.epochs < 1:
-        raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    config = with_run_length(config, epochs, batch_size)
     init_model, out_dir = Path(init_model), Path(out_dir)
     synth = read_manifest(synth_dir)
     restored = read_restored_manifest(restored_dir)
