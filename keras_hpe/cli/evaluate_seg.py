@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from keras_hpe.atomic import atomic_path
-from keras_hpe.data.skeleton import PART_COLORS
+from keras_hpe.data.show import PART_RGB
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import HAND_PART_NAMES, SegmentationScores
 
-_PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -63,8 +62,8 @@ def plot_examples(
     axes = figure.subplots(len(indices), 3, squeeze=False)
     for row, index in zip(axes, indices):
         depth = np.ma.masked_equal(depth_mm[index], 0)
-        panels = [(depth, f"#{index} depth"), (_PART_RGB[pred_labels[index]], "prediction"),
-                  (_PART_RGB[gt_labels[index]], "ground truth")]
+        panels = [(depth, f"#{index} depth"), (PART_RGB[pred_labels[index]], "prediction"),
+                  (PART_RGB[gt_labels[index]], "ground truth")]
         for ax, (image, title) in zip(row, panels):
             ax.imshow(image, cmap="gray_r" if image is depth else None, interpolation="nearest")
             ax.set_title(title, fontsize=8)

@@ -19,7 +19,8 @@ import numpy as np
 from keras_hpe.atomic import atomic_path, write_text
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_window, uvd_to_crop
-from keras_hpe.data.skeleton import JOINT_NAMES, PART_COLORS, SKELETON_EDGES
+from keras_hpe.data.show import PART_RGB, draw_skeleton
+from keras_hpe.data.skeleton import JOINT_NAMES
 from keras_hpe.errors import UserError
 
 if TYPE_CHECKING:
@@ -202,19 +203,19 @@ def draw_overlay(
     # Grey levels span the cube's depth range, so the hand's relief shows, not the room's.
     near, far = center_uvd[2] - 0.5 * info.cube_mm, center_uvd[2] + 0.5 * info.cube_mm
     image_ax.imshow(np.ma.masked_equal(depth_mm, 0), cmap=depth_cmap, vmin=near, vmax=far, interpolation="nearest")
-    _draw_skeleton(image_ax, joints_uvd)
+    draw_skeleton(image_ax, joints_uvd)
     # Zoom on the hand: the crop window with a margin of half its size.
     u0, v0, u1, v1 = crop_window(center_uvd, 1.5 * info.cube_mm, info.camera)
     image_ax.set_xlim(u0, u1)
     image_ax.set_ylim(v1, v0)
     image_ax.set_title(Path(path).stem, fontsize=9)
     if parts is not None:
-        crop_ax.imshow(np.asarray(PART_COLORS, dtype=np.uint8)[parts], interpolation="nearest")
+        crop_ax.imshow(PART_RGB[parts], interpolation="nearest")
         crop_ax.set_title("predicted parts", fontsize=9)
     else:
         crop_ax.imshow(np.ma.masked_equal(crop_mm, 0), cmap=depth_cmap, vmin=near, vmax=far, interpolation="nearest")
         crop_ax.set_title("crop", fontsize=9)
-    _draw_skeleton(crop_ax, uvd_to_crop(joints_uvd, center_uvd, info.size, info.cube_mm, info.camera))
+    draw_skeleton(crop_ax, uvd_to_crop(joints_uvd, center_uvd, info.size, info.cube_mm, info.camera))
     crop_ax.set_xlim(-0.5, info.size - 0.5)
     crop_ax.set_ylim(info.size - 0.5, -0.5)
     for ax in (image_ax, crop_ax):
@@ -222,12 +223,6 @@ def draw_overlay(
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=80)
     return Path(path)
-
-
-def _draw_skeleton(ax, joints_px: np.ndarray) -> None:
-    for a, b in SKELETON_EDGES:
-        ax.plot(joints_px[[a, b], 0], joints_px[[a, b], 1], color="yellow", linewidth=1)
-    ax.scatter(joints_px[:, 0], joints_px[:, 1], s=8, color="red", zorder=3)
 
 
 def _centre_of(

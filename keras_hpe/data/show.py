@@ -13,7 +13,7 @@ from keras_hpe.data.dataset import load_frames, read_manifest
 from keras_hpe.data.skeleton import PART_COLORS, SKELETON_EDGES
 from keras_hpe.errors import UserError
 
-_PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)
+PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)  # part id -> RGB, for imshow(PART_RGB[labels])
 
 
 def montage(data_dir: str | Path, out_png: str | Path, n: int = 16) -> Path:
@@ -53,15 +53,20 @@ def montage(data_dir: str | Path, out_png: str | Path, n: int = 16) -> Path:
         if has_joints:
             joints = uvd_to_crop(frames["joints_uvd"][k], frames["center_uvd"][k], manifest.size,
                                  manifest.cube_mm, manifest.camera_model)
-            for a, b in SKELETON_EDGES:
-                ax.plot(joints[[a, b], 0], joints[[a, b], 1], color="yellow", linewidth=1)
-            ax.scatter(joints[:, 0], joints[:, 1], s=6, color="red", zorder=3)
+            draw_skeleton(ax, joints, point_size=6)
             ax.set_xlim(-0.5, manifest.size - 0.5)
             ax.set_ylim(manifest.size - 0.5, -0.5)
         if has_labels:
             parts_ax = axes[row, column * panels + 1]
-            parts_ax.imshow(_PART_RGB[frames["labels"][k]], interpolation="nearest")
+            parts_ax.imshow(PART_RGB[frames["labels"][k]], interpolation="nearest")
             parts_ax.set_title(f"{manifest.domain} #{index} parts", fontsize=8)
     with atomic_path(out_png) as tmp:
         figure.savefig(tmp, format="png", dpi=100)
     return Path(out_png)
+
+
+def draw_skeleton(ax, joints_px: np.ndarray, point_size: float = 8) -> None:
+    """Draw the 14-joint skeleton (yellow bones, red joints) at pixel positions (14, 2+) on `ax`."""
+    for a, b in SKELETON_EDGES:
+        ax.plot(joints_px[[a, b], 0], joints_px[[a, b], 1], color="yellow", linewidth=1)
+    ax.scatter(joints_px[:, 0], joints_px[:, 1], s=point_size, color="red", zorder=3)

@@ -17,7 +17,8 @@ import numpy as np
 from keras_hpe.atomic import atomic_path
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM, uvd_to_crop
-from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_LABELS, PART_COLORS, SKELETON_EDGES
+from keras_hpe.data.show import PART_RGB
+from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_LABELS, SKELETON_EDGES
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
 from keras_hpe.evaluation.segmentation import evaluate_segmentation
@@ -25,7 +26,6 @@ from keras_hpe.evaluation.segmentation import evaluate_segmentation
 CAPTION_PX = 24  # the strip of column titles (Fig. 5) or legend (Fig. 9)
 FIG9_FRAMES = 24  # the paper shows 24 random test frames
 _DPI = 100
-_PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)
 _PALM_BONE_RGB = (1.0, 0.15, 0.15)
 _GT_COLOR = "white"
 
@@ -70,7 +70,7 @@ def plot_segmentation_examples(
                 ax.imshow(np.zeros_like(gt[row]), cmap="gray", vmin=0, vmax=1)
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", color="gray", transform=ax.transAxes)
                 continue
-            ax.imshow(_PART_RGB[labels[row]], interpolation="nearest")
+            ax.imshow(PART_RGB[labels[row]], interpolation="nearest")
             if name != "ground truth" and (gt[row] > 0).any():
                 accuracy = evaluate_segmentation(labels[row : row + 1], gt[row : row + 1]).per_pixel_accuracy
                 _corner_text(ax, f"{100 * accuracy:.0f}%")
@@ -151,7 +151,7 @@ def _bone_colors() -> list:
             continue
         # Thumb parts are 2-4 (proximal 3); other fingers 4 parts from 5 on (knuckle, proximal, ...).
         proximal = 3 if part <= 4 else part - (part - 5) % 4 + 1
-        colors.append(tuple(_PART_RGB[proximal] / 255.0))
+        colors.append(tuple(PART_RGB[proximal] / 255.0))
     return colors
 
 
