@@ -11,7 +11,6 @@ import argparse
 import json
 from pathlib import Path
 
-from keras_hpe.presets import PRESETS, get_preset
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,7 +25,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     """Options every stage shares: output folder, preset, epochs, batch size, seed, progress."""
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder for the model, its metrics JSON, logs/ and the resume backup")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+    # Names, not choices=PRESETS: importing the presets loads Keras, which every
+    # `keras-hpe` command would then pay for at start-up; get_preset checks the name.
+    parser.add_argument("--preset", metavar="{quick,paper}", default="quick",
                         help="sizes and hyper-parameters: quick (CPU, minutes) or paper (GPU) (default: quick)")
     parser.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: the preset's)")
     parser.add_argument("--batch", type=int, default=None, help="frames per step (default: the preset's)")
@@ -53,6 +54,7 @@ def add_seg_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_seg(args: argparse.Namespace) -> int:
     """Train stage 1 and print where the model went; the last line is the metrics JSON."""
+    from keras_hpe.presets import get_preset
     from keras_hpe.training.seg import train_segmentation
 
     result = train_segmentation(

@@ -6,8 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-from keras_hpe.presets import PRESETS
-
 
 def add_seg_weak_parser(commands: argparse._SubParsersAction) -> None:
     """Register `train seg-weak` among the `train` stages."""
@@ -29,7 +27,7 @@ def add_seg_weak_parser(commands: argparse._SubParsersAction) -> None:
                         help="labelled real evaluation split to score the fine-tuned model on (default: none)")
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder for the model, its metrics JSON, logs/ and the resume backup")
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="quick",
+    parser.add_argument("--preset", metavar="{quick,paper}", default="quick",
                         help="optimiser, schedule, batch size and augmentation: quick or paper (default: quick)")
     parser.add_argument("--epochs", type=int, default=10,
                         help="passes over the synthetic set (default: 10, the paper's)")
