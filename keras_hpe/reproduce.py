@@ -590,13 +590,17 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
     config = {
         **{key: params[key] for key in ("plan", "preset", "seed", "real_domain")},
         "not_run": evaluation["not_run"],
-        "synthetic_test_accuracy": stages["seg_synth"]["result"].get("synth_test"),
         "restoration": stages["restore"]["result"],
         "dictionary": {key: value for key, value in dictionary.to_dict().items() if key != "source_manifest"},
         "export": stages["export"]["result"],
     }
+    synth_test = stages["seg_synth"]["result"].get("synth_test")  # fractions, from accuracy_summary
+    stage1 = None if synth_test is None else {
+        "per_pixel": 100.0 * synth_test["per_pixel_accuracy"], "per_class": 100.0 * synth_test["mean_class_accuracy"],
+        "frames": synth_test["frames"]}
     readme = write_report(
         reports_dir,
+        stage1=stage1,
         table2=evaluation["table2"],
         table3=evaluation["table3"],
         table4={variant: values for variant, values in evaluation["table4"].items()},

@@ -110,6 +110,20 @@ def test_nyu_manifest_changes_the_data_statement(tmp_path):
     assert all(value is None for row in summary["table3"].values() for value in row.values())
 
 
+@pytest.mark.parametrize("stage1, status", [
+    ({"per_pixel": 93.0, "per_class": 80.0, "frames": 500}, "Meets the paper's claim"),
+    ({"per_pixel": 61.5, "per_class": 40.0, "frames": 500}, "Falls short of the paper's claim"),
+    (None, "Not checked"),
+])
+def test_stage1_accuracy_is_checked_against_its_target(tmp_path, stage1, status):
+    readme = write_report(tmp_path, stage1=stage1, seconds={}, manifests={}, config={}, machine={}, figures={})
+    line = next(line for line in readme.read_text().splitlines() if "held-out synthetic frames" in line)
+    assert line.startswith(f"- **{status}:**") and "90%" in line
+    if stage1 is not None:
+        assert f"{stage1['per_pixel']:.2f}% of the hand pixels of 500 held-out" in line
+        assert ("points short" in line) == (stage1["per_pixel"] < 90)
+
+
 def test_machine_info_fields():
     info = machine_info()
     assert set(info) >= {"platform", "cpu_count", "python", "tensorflow", "keras"}
@@ -120,6 +134,8 @@ def test_bad_input_raises_user_errors(tmp_path):
     common = dict(manifests={}, config={}, machine={}, figures={})
     with pytest.raises(UserError, match="wall time of stage 'train' must be finite and >= 0"):
         write_report(tmp_path / "a", seconds={"train": -1.0}, **common)
+    with pytest.raises(UserError, match="stage 1: per_class must be an accuracy in percent"):
+        write_report(tmp_path / "c", seconds={}, stage1={"per_pixel": 0.6, "per_class": 140.0}, **common)
     with pytest.raises(UserError, match="figure 'fig9': no such file"):
         write_report(tmp_path / "b", seconds={}, **{**common, "figures": {"fig9": tmp_path / "missing.png"}})
-    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not any((tmp_path / name).exists() for name in "abc")

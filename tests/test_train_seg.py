@@ -97,7 +97,7 @@ def test_one_epoch_writes_model_metrics_and_logs(synth_dir, tmp_path):
     assert metrics["frames"] == 48 and metrics["size"] == 32 and metrics["epochs"] == 1
     assert math.isfinite(metrics["history"]["loss"][0])
     assert 0.0 <= metrics["val"]["per_pixel_accuracy"] <= 1.0 and metrics["val"]["frames"] == 48
-    assert not (out / BACKUP_DIR / FIT_NAME).exists()  # a finished run leaves no backup
+    assert not (out / BACKUP_DIR).exists()  # a finished run leaves no backup folder
     assert (out / LOG_DIR / f"{FIT_NAME}.csv").read_text().count("\n") == 2  # header + 1 epoch
     model = keras.saving.load_model(result.model_path)
     assert model.output_shape == (None, 32, 32, 20)

@@ -215,7 +215,8 @@ def plot_success_curves(
     axes.set_ylim(0, 100)
     axes.set_yticks(np.arange(0, 101, 10))
     axes.grid(True, alpha=0.4)
-    axes.legend(loc="lower right", title="method (mean 3D error)")
+    # Success curves rise from the lower left to the upper right: the upper left stays empty.
+    axes.legend(loc="upper left", title="method (mean 3D error)")
     if title:
         axes.set_title(title)
     out_png = Path(out_png)

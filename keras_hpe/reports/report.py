@@ -23,8 +23,8 @@ import keras_hpe
 from keras_hpe.atomic import atomic_path, write_text
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, plot_success_curves
-from keras_hpe.reports.tables import Table, markdown_table, table2 as build_table2, table3 as build_table3
-from keras_hpe.reports.tables import table4 as build_table4
+from keras_hpe.reports.tables import Table, Verdict, markdown_table, table2 as build_table2, table3 as build_table3
+from keras_hpe.reports.tables import stage1_verdict, table4 as build_table4
 
 TITLE = (
     "Reproduction of Neverova et al., \"Hand Pose Estimation through Semi-Supervised and "
@@ -58,6 +58,7 @@ def machine_info() -> dict[str, object]:
 def write_report(
     out_dir: str | os.PathLike,
     *,
+    stage1: Mapping[str, float] | None = None,
     table2: Mapping[str, object] | None = None,
     table3: Mapping[str, object] | None = None,
     table4: Mapping[str, object] | None = None,
@@ -70,6 +71,8 @@ def write_report(
 ) -> Path:
     """Write README.md, table2/3/4.csv and summary.json (and the Fig. 8 curves) into `out_dir`.
 
+    stage1: stage 1 on held-out synthetic frames, {"per_pixel", "per_class"} (%)
+        and optionally "frames" (None: not measured).
     table2/3/4: row key -> result, as taken by `tables.table2/3/4` (None: stage not run).
     curves: method -> `JointErrors`; written as success_curves.csv (max-error
         curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
@@ -85,6 +88,7 @@ def write_report(
     for name, path in figures.items():
         if not path.is_file():
             raise UserError(f"figure {name!r}: no such file {path}")
+    verdicts = [stage1_verdict(stage1)]
     tables = [build_table2(table2), build_table3(table3), build_table4(table4)]
     for table in tables:
         table.write_csv(out_dir / f"{table.name}.csv")
@@ -95,13 +99,15 @@ def write_report(
     summary = {table.name: table.summary for table in tables}
     summary["seconds"] = seconds
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    verdicts += [verdict for table in tables for verdict in table.verdicts]
     readme = out_dir / "README.md"
-    write_text(readme, _readme(out_dir, tables, figures, seconds, manifests, config, machine, bool(curves)))
+    write_text(readme, _readme(out_dir, verdicts, tables, figures, seconds, manifests, config, machine, bool(curves)))
     return readme
 
 
 def _readme(
     out_dir: Path,
+    verdicts: list[Verdict],
     tables: list[Table],
     figures: dict[str, Path],
     seconds: dict[str, float],
@@ -111,8 +117,7 @@ def _readme(
     has_curves: bool,
 ) -> str:
     sections = [f"# {TITLE}", _data_statement(manifests)]
-    verdicts = [verdict.to_markdown() for table in tables for verdict in table.verdicts]
-    sections.append("## The paper's claims, checked\n\n" + "\n".join(verdicts))
+    sections.append("## The paper's claims, checked\n\n" + "\n".join(v.to_markdown() for v in verdicts))
     csv_files = ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables)
     sections.append(f"## Tables\n\nNumbers are also in {csv_files} and [summary.json](summary.json).")
     sections += [table.to_markdown().rstrip() for table in tables]

@@ -9,6 +9,7 @@ optimiser with its learning-rate schedule.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import time
@@ -100,6 +101,9 @@ def fit_resumable(
         callbacks=[backup, *logs, *callbacks],
     )
     seconds = time.perf_counter() - started
+    # BackupAndRestore deletes its folder when the fit ends; the parent goes too unless another fit uses it.
+    with contextlib.suppress(OSError):
+        backup_dir.parent.rmdir()
     return read_history(history_csv), seconds
 
 
