@@ -198,7 +198,7 @@ def plot_success_curves(
         raise UserError("plot_success_curves: no results to plot")
     if mode not in CURVE_MODES:
         raise UserError(f"success curve mode must be one of {', '.join(CURVE_MODES)}, got {mode!r}")
-    figure = Figure(figsize=(7, 5), layout="constrained")
+    figure = Figure(figsize=(7, 6), layout="constrained")
     axes = figure.subplots()
     line_styles = ("-", "--", "-.", ":")
     for index, (name, errors) in enumerate(results.items()):
@@ -215,8 +215,8 @@ def plot_success_curves(
     axes.set_ylim(0, 100)
     axes.set_yticks(np.arange(0, 101, 10))
     axes.grid(True, alpha=0.4)
-    # Success curves rise from the lower left to the upper right: the upper left stays empty.
-    axes.legend(loc="upper left", title="method (mean 3D error)")
+    # Below the axes: inside, the methods' long names would cover the curves.
+    figure.legend(loc="outside lower center", title="method (mean 3D error)")
     if title:
         axes.set_title(title)
     out_png = Path(out_png)
