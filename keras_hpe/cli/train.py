@@ -21,7 +21,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         add_stage_parser(commands)
 
 
-def add_common_options(parser: argparse.ArgumentParser) -> None:
+def add_common_options(
+    parser: argparse.ArgumentParser,
+    epochs_default: int | None = None,
+    epochs_help: str = "passes over the training set (default: the preset's)",
+) -> None:
     """Options every stage shares: output folder, preset, epochs, batch size, seed, progress."""
     parser.add_argument("--out", type=Path, required=True,
                         help="output folder for the model, its metrics JSON, logs/ and the resume backup")
@@ -29,7 +33,7 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     # `keras-hpe` command would then pay for at start-up; get_preset checks the name.
     parser.add_argument("--preset", metavar="{quick,paper}", default="quick",
                         help="sizes and hyper-parameters: quick (CPU, minutes) or paper (GPU) (default: quick)")
-    parser.add_argument("--epochs", type=int, default=None, help="passes over the training set (default: the preset's)")
+    parser.add_argument("--epochs", type=int, default=epochs_default, help=epochs_help)
     parser.add_argument("--batch", type=int, default=None, help="frames per step (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same run (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
@@ -61,15 +65,19 @@ def run_seg(args: argparse.Namespace) -> int:
         args.data, args.out, get_preset(args.preset).seg, val_dir=args.val,
         epochs=args.epochs, batch_size=args.batch, seed=args.seed, progress=not args.quiet,
     )
-    print(f"segmentation model written to {result.model_path}, metrics to {result.metrics_path}")
-    history = result.metrics["history"]
-    summary = {key: values[-1] for key, values in history.items()}
-    summary.update({f"final_{key}": value for key, value in result.metrics.get("val", {}).items() if key != "data"})
-    print(json.dumps({"model": str(result.model_path), **summary}))
+    print_segmentation_result(result, "segmentation model")
     return 0
 
 
-# Imported here, at the end, because they use add_common_options above.
+def print_segmentation_result(result, what: str) -> None:
+    """Where a segmentation stage wrote its files, then a JSON line: the last epoch's figures and final scores."""
+    print(f"{what} written to {result.model_path}, metrics to {result.metrics_path}")
+    summary = {key: values[-1] for key, values in result.metrics["history"].items()}
+    summary.update({f"final_{key}": value for key, value in result.metrics.get("val", {}).items() if key != "data"})
+    print(json.dumps({"model": str(result.model_path), **summary}))
+
+
+# Imported here, at the end, because they use the helpers above.
 from keras_hpe.cli.train_reg import add_reg_parser  # noqa: E402
 from keras_hpe.cli.train_seg_weak import add_seg_weak_parser  # noqa: E402
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 
@@ -25,22 +24,18 @@ def add_seg_weak_parser(commands: argparse._SubParsersAction) -> None:
                         help="restored real data set (`keras-hpe restore --out`)")
     parser.add_argument("--val", type=Path, default=None,
                         help="labelled real evaluation split to score the fine-tuned model on (default: none)")
-    parser.add_argument("--out", type=Path, required=True,
-                        help="output folder for the model, its metrics JSON, logs/ and the resume backup")
-    parser.add_argument("--preset", metavar="{quick,paper}", default="quick",
-                        help="optimiser, schedule, batch size and augmentation: quick or paper (default: quick)")
-    parser.add_argument("--epochs", type=int, default=10,
-                        help="passes over the synthetic set (default: 10, the paper's)")
-    parser.add_argument("--batch", type=int, default=None, help="frames per step (default: the preset's)")
     parser.add_argument("--synth-weight", type=float, default=0.9,
                         help="probability that a frame is synthetic (default: 0.9, the paper's 9:1)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same run (default: 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    # Imported here: cli/train.py imports this module to register `seg-weak`.
+    from keras_hpe.cli.train import add_common_options
+
+    add_common_options(parser, epochs_default=10, epochs_help="passes over the synthetic set (default: 10, the paper's)")
     parser.set_defaults(func=run_seg_weak)
 
 
 def run_seg_weak(args: argparse.Namespace) -> int:
     """Fine-tune (stage 2) and print where the model went; the last line is the metrics JSON."""
+    from keras_hpe.cli.train import print_segmentation_result
     from keras_hpe.presets import get_preset
     from keras_hpe.training.seg_weak import train_segmentation_weak
 
@@ -49,8 +44,5 @@ def run_seg_weak(args: argparse.Namespace) -> int:
         batch_size=args.batch, synth_weight=args.synth_weight, val_dir=args.val, seed=args.seed,
         progress=not args.quiet,
     )
-    print(f"fine-tuned segmentation model written to {result.model_path}, metrics to {result.metrics_path}")
-    summary = {key: values[-1] for key, values in result.metrics["history"].items()}
-    summary.update({f"final_{key}": value for key, value in result.metrics.get("val", {}).items() if key != "data"})
-    print(json.dumps({"model": str(result.model_path), **summary}))
+    print_segmentation_result(result, "fine-tuned segmentation model")
     return 0
