@@ -55,9 +55,10 @@ class SegmentationConfig:
     learned no faster (58.7% after two epochs). So on a CPU the limit is
     training compute, not the architecture. And the better the fit to
     synthetic hands (wider context, longer training), the worse the transfer
-    to the sensor domain, whose forearm and noise the renders lack. The five-layer network is not the default: it is
-    a larger change that does not reach the target either, and it costs
-    real-domain accuracy, which is what the later stages use.
+    to the sensor domain, whose forearm and noise the renders lack. The
+    five-layer network is not the default: it is a larger change that does
+    not reach the target either, and it costs real-domain accuracy, which is
+    what the later stages use.
 
     Attributes:
         size: crop side S in pixels; the input is (S, S, 1).

@@ -88,8 +88,8 @@ def write_report(
     for name, path in figures.items():
         if not path.is_file():
             raise UserError(f"figure {name!r}: no such file {path}")
-    verdicts = [stage1_verdict(stage1)]
     tables = [build_table2(table2), build_table3(table3), build_table4(table4)]
+    verdicts = [stage1_verdict(stage1)] + [verdict for table in tables for verdict in table.verdicts]
     for table in tables:
         table.write_csv(out_dir / f"{table.name}.csv")
     if curves:
@@ -99,7 +99,6 @@ def write_report(
     summary = {table.name: table.summary for table in tables}
     summary["seconds"] = seconds
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    verdicts += [verdict for table in tables for verdict in table.verdicts]
     readme = out_dir / "README.md"
     write_text(readme, _readme(out_dir, verdicts, tables, figures, seconds, manifests, config, machine, bool(curves)))
     return readme
