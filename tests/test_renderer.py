@@ -4,21 +4,27 @@ import numpy as np
 import pytest
 
 from keras_hpe.data.camera import NYU_CAMERA, xyz_to_uvd
-from keras_hpe.data.hand_model import Solids, hand_solids, sample_hands
+from keras_hpe.data.hand_model import Solids, hand_solids, sample_arms, sample_hands
 from keras_hpe.data.renderer import full_image_window, render
+from keras_hpe.data.sensor import render_sensor_frames
 from keras_hpe.errors import UserError
 
 CAM = NYU_CAMERA
 FULL = full_image_window(CAM)  # pixel (i, j) looks through (u, v) = (j, i)
 
 
-def make_solids(capsules=(), ellipsoids=()) -> Solids:
-    """capsules: (a, b, r, label); ellipsoids: (center, axes 3x3, radii, label)."""
+def make_solids(capsules=(), ellipsoids=(), tapered=()) -> Solids:
+    """capsules: (a, b, r, label); ellipsoids: (center, axes 3x3, radii, label); tapered: (a, b, ra, rb, label)."""
     return Solids(
         capsule_a=np.array([c[0] for c in capsules], dtype=float).reshape(-1, 3),
         capsule_b=np.array([c[1] for c in capsules], dtype=float).reshape(-1, 3),
         capsule_radius_mm=np.array([c[2] for c in capsules], dtype=float),
         capsule_labels=np.array([c[3] for c in capsules], dtype=np.uint8),
+        tapered_a=np.array([c[0] for c in tapered], dtype=float).reshape(-1, 3),
+        tapered_b=np.array([c[1] for c in tapered], dtype=float).reshape(-1, 3),
+        tapered_radius_a_mm=np.array([c[2] for c in tapered], dtype=float),
+        tapered_radius_b_mm=np.array([c[3] for c in tapered], dtype=float),
+        tapered_labels=np.array([c[4] for c in tapered], dtype=np.uint8),
         ellipsoid_center=np.array([e[0] for e in ellipsoids], dtype=float).reshape(-1, 3),
         ellipsoid_axes=np.array([e[1] for e in ellipsoids], dtype=float).reshape(-1, 3, 3),
         ellipsoid_radii_mm=np.array([e[2] for e in ellipsoids], dtype=float).reshape(-1, 3),
@@ -53,7 +59,7 @@ def test_sphere_depth_and_silhouette_match_closed_form():
     np.testing.assert_array_equal(labels == 0, depth == 0)
 
 
-def random_solids(rng, n_capsules, n_ellipsoids):
+def random_solids(rng, n_capsules, n_ellipsoids, n_tapered=0):
     capsules = []
     for k in range(n_capsules):
         a = rng.uniform([-80, -80, 500], [80, 80, 700])
@@ -63,10 +69,38 @@ def random_solids(rng, n_capsules, n_ellipsoids):
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         q *= np.sign(np.linalg.det(q))
         ellipsoids.append((rng.uniform([-80, -80, 500], [80, 80, 700]), q, rng.uniform(8, 40, 3), 10 + k))
-    return make_solids(capsules, ellipsoids), capsules, ellipsoids
+    tapered = []
+    for k in range(n_tapered):
+        a = rng.uniform([-80, -80, 500], [80, 80, 700])
+        b = a + rng.normal(0, 60, 3)
+        ra, rb = rng.uniform(3, 0.45 * np.linalg.norm(b - a), 2)
+        tapered.append((a, b, ra, rb, 15 + k))
+    return make_solids(capsules, ellipsoids, tapered), capsules, ellipsoids, tapered
 
 
-def inside(points, capsules, ellipsoids):
+def inside_tapered(points, a, b, ra, rb):
+    """Whether points lie in the hull of two spheres, the union of the spheres swept from (a, ra) to (b, rb).
+
+    |p - c(s)| - r(s) is convex in s, so a ternary search finds its minimum over
+    the segment; points outside a ball around the solid are outside.
+    """
+    near = np.linalg.norm(points - 0.5 * (a + b), axis=-1) <= 0.5 * np.linalg.norm(b - a) + max(ra, rb)
+    candidates = points[near]
+
+    def excess(s):
+        return np.linalg.norm(candidates - (a + s[:, None] * (b - a)), axis=-1) - (ra + s * (rb - ra))
+
+    low, high = np.zeros(len(candidates)), np.ones(len(candidates))
+    for _ in range(30):  # brackets the minimum to (2/3)^30 of the segment: under 0.001 mm
+        left, right = low + (high - low) / 3, high - (high - low) / 3
+        go_left = excess(left) < excess(right)
+        low, high = np.where(go_left, low, left), np.where(go_left, right, high)
+    result = np.zeros(points.shape[:-1], dtype=bool)
+    result[near] = excess(0.5 * (low + high)) <= 0
+    return result
+
+
+def inside(points, capsules, ellipsoids, tapered=()):
     """Which points lie inside any solid (the union), by their implicit functions."""
     result = np.zeros(points.shape[:-1], dtype=bool)
     for a, b, r, _ in capsules:
@@ -74,30 +108,58 @@ def inside(points, capsules, ellipsoids):
     for c, q, radii, _ in ellipsoids:
         local = ((points - c) @ q) / radii
         result |= np.sum(local**2, axis=-1) <= 1
+    for a, b, ra, rb, _ in tapered:
+        result |= inside_tapered(points, a, b, ra, rb)
     return result
 
 
 def test_hits_are_first_surface_points_of_the_union():
     """Against the implicit solids: a hit is on a surface with free space just before it; a miss stays free."""
     rng = np.random.default_rng(0)
-    solids, capsules, ellipsoids = random_solids(rng, 6, 3)
+    solids, *kinds = random_solids(rng, 6, 3, 3)
+    # Small end towards the camera: the camera lies inside the mirrored cone beyond the apex.
+    kinds[2].append((np.array([-40.0, 30.0, 450.0]), np.array([-45.0, 35.0, 650.0]), 8.0, 35.0, 20))
+    solids = make_solids(*kinds)
     window = (250.0, 170.0, 390.0, 310.0)
     depth, labels = render(solids, window, 48, 48)
     rays = pixel_rays(window, 48, 48)
     hit = depth > 0
     assert 0.1 < hit.mean() < 0.95
+    assert set(np.unique(labels)) >= {15, 16, 17, 20}  # every tapered capsule shows
     t = depth[hit].astype(np.float64)[:, None]
-    assert np.all(inside(rays[hit] * (t + 0.05), capsules, ellipsoids))
-    assert not np.any(inside(rays[hit] * (t - 0.05), capsules, ellipsoids))
-    # Along a missed ray, sampled every 0.5 mm, no point is inside any solid.
+    assert np.all(inside(rays[hit] * (t + 0.05), *kinds))
+    assert not np.any(inside(rays[hit] * (t - 0.05), *kinds))
+    # Along every other missed ray, sampled every 0.5 mm, no point is inside any solid.
     steps = np.arange(400.0, 800.0, 0.5)
-    assert not np.any(inside(rays[~hit][:, None, :] * steps[:, None], capsules, ellipsoids))
+    assert not np.any(inside(rays[~hit][::2, None, :] * steps[:, None], *kinds))
     # The label is that of a solid containing the point just behind the hit.
     for label in np.unique(labels[hit]):
         mask = labels == label
         points = rays[mask] * (depth[mask].astype(np.float64)[:, None] + 0.05)
-        own = [c for c in capsules if c[3] == label], [e for e in ellipsoids if e[3] == label]
+        own = [[solid for solid in kind if solid[-1] == label] for kind in kinds]
         assert np.all(inside(points, *own))
+
+
+def test_tapered_capsule_matches_closed_forms():
+    # Equal radii: the same solid as a capsule.
+    a, b = np.array([-60.0, 10.0, 650.0]), np.array([50.0, -30.0, 700.0])
+    capsule = render(make_solids(capsules=[(a, b, 25.0, 3)]), (250, 170, 390, 310), 40, 40)
+    tapered = render(make_solids(tapered=[(a, b, 25.0, 25.0, 3)]), (250, 170, 390, 310), 40, 40)
+    np.testing.assert_allclose(tapered[0], capsule[0], atol=1e-3)
+    np.testing.assert_array_equal(tapered[1], capsule[1])
+    # Across the optical axis: the cone's surface lies rho = (ra - h sin b) / cos b from the axis at h.
+    ra, rb, length, h = 30.0, 15.0, 200.0, 80.0
+    solid = make_solids(tapered=[([-h, 0.0, 600.0], [length - h, 0.0, 600.0], ra, rb, 5)])
+    depth, _ = render(solid, FULL, 640, 480)
+    sin = (ra - rb) / length
+    assert depth[240, 320] == pytest.approx(600.0 - (ra - h * sin) / np.sqrt(1 - sin**2), abs=1e-3)
+    # End on, small end first: the near sphere's front on the axis, the far sphere's disc as silhouette.
+    solid = make_solids(tapered=[([0.0, 0.0, 500.0], [0.0, 0.0, 700.0], 10.0, 40.0, 5)])
+    depth, labels = render(solid, FULL, 640, 480)
+    assert depth[240, 320] == pytest.approx(490.0, abs=1e-3)
+    radius_px = CAM.fx * 40.0 / np.sqrt(700.0**2 - 40.0**2)
+    assert np.count_nonzero(depth) == pytest.approx(np.pi * radius_px**2, rel=0.02)
+    np.testing.assert_array_equal(labels == 5, depth > 0)
 
 
 def test_nearest_solid_wins_and_rotated_ellipsoid_is_the_same():
@@ -128,9 +190,14 @@ def test_pixel_convention_of_the_window():
         assert list(zip(*np.nonzero(depth))) == [expected]
 
 
-def test_batch_equals_frames_rendered_one_by_one():
-    hands = sample_hands(np.random.default_rng(1), 3)
-    solids = hand_solids(hands, forearm=True)
+@pytest.mark.parametrize("forearm", ["sensor stub", "synthetic arm"])
+def test_batch_equals_frames_rendered_one_by_one(forearm):
+    rng = np.random.default_rng(1)
+    hands = sample_hands(rng, 3)
+    if forearm == "sensor stub":
+        solids = hand_solids(hands, forearm=True)
+    else:
+        solids = hand_solids(hands, arm=sample_arms(rng, hands.scale))
     center = xyz_to_uvd(hands.joints_xyz.mean(axis=1))
     half = 150 * CAM.fx / center[:, 2]
     window = np.stack([center[:, 0] - half, center[:, 1] - half, center[:, 0] + half, center[:, 1] + half], -1)
@@ -144,6 +211,26 @@ def test_batch_equals_frames_rendered_one_by_one():
     assert np.any((depth > 0) & (labels == 0))
     hand_only, hand_labels = render(hand_solids(hands), window, 32, 32)
     np.testing.assert_array_equal(hand_labels == 0, hand_only == 0)
+
+
+def test_sensor_frames_are_unchanged_by_the_synthetic_arm():
+    """Regression: the sensor domain's frames (forearm stub, sensor model) as they were before the arm existed."""
+    frames = render_sensor_frames(np.random.default_rng(0), 3, 32, eval_labels=True)
+    depth = frames["depth_mm"].astype(np.float64)
+    assert np.count_nonzero(depth) == 522
+    assert depth.sum() == pytest.approx(449207.5155, rel=1e-6)
+    assert np.bincount(frames["labels"].ravel(), minlength=21).tolist() == [
+        2749, 121, 19, 18, 9, 22, 23, 6, 9, 4, 16, 7, 6, 3, 17, 7, 9, 3, 13, 6, 5
+    ]
+    np.testing.assert_allclose(
+        frames["joints_xyz"].astype(np.float64).sum(axis=1),
+        [
+            [1395.74732, -1595.41839, 14143.03876],
+            [-739.83239, 2612.86254, 13997.87146],
+            [-621.28646, -173.63268, 9325.16211],
+        ],
+        rtol=1e-6,
+    )
 
 
 def test_bad_input_raises_user_error():

@@ -164,6 +164,7 @@ def test_config_from_json_overrides_a_subset(tmp_path):
         ('{"grazing_start_deg": 80, "grazing_stop_deg": 75}', ["grazing_start_deg"]),
         ('{"baseline_mm": 75,}', ["valid JSON"]),
         ("[1, 2]", ["JSON object"]),
+        ('{"edge_band_px": 1' + "0" * 400 + "}", ["edge_band_px", "[1, 10]"]),
     ],
 )
 def test_bad_config_json_names_the_file_and_the_field(tmp_path, text, names):

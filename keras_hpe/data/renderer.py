@@ -1,4 +1,4 @@
-"""Analytic ray casting of capsules and ellipsoids into depth and part-label maps.
+"""Analytic ray casting of capsules, tapered capsules and ellipsoids into depth and part-label maps.
 
 The camera sits at the origin (NYU pinhole model); the ray of pixel (i, j) of a
 window [u0, v0, u1, v1] rendered at W x H goes through the image point
@@ -63,13 +63,22 @@ def render(
     extent = np.sqrt(np.einsum("nkij,nkj->nki", axes**2, radii**2))
     capsule_pairs = _pairs(np.minimum(a, b) - r[..., None], np.maximum(a, b) + r[..., None], window, width, height, camera)
     ellipsoid_pairs = _pairs(center - extent, center + extent, window, width, height, camera)
-    capsule_pixel, capsule_depth, capsule = _cast_capsules(a, b, r, *capsule_pairs, ray_x, ray_y)
-    ellipsoid_pixel, ellipsoid_depth, ellipsoid = _cast_ellipsoids(center, axes, radii, *ellipsoid_pairs, ray_x, ray_y)
-    pixel = np.concatenate([capsule_pixel, ellipsoid_pixel])
-    depth = np.concatenate([capsule_depth, ellipsoid_depth])
-    label = np.concatenate(
-        [solids.capsule_labels.astype(np.uint8)[capsule], solids.ellipsoid_labels.astype(np.uint8)[ellipsoid]]
-    )
+    hits = [
+        (*_cast_capsules(a, b, r, *capsule_pairs, ray_x, ray_y), solids.capsule_labels),
+        (*_cast_ellipsoids(center, axes, radii, *ellipsoid_pairs, ray_x, ray_y), solids.ellipsoid_labels),
+    ]
+    if solids.tapered_labels.size:
+        ta = solids.tapered_a.reshape(n, -1, 3)
+        tb = solids.tapered_b.reshape(n, -1, 3)
+        ra = solids.tapered_radius_a_mm.reshape(n, -1)
+        rb = solids.tapered_radius_b_mm.reshape(n, -1)
+        low = np.minimum(ta - ra[..., None], tb - rb[..., None])
+        high = np.maximum(ta + ra[..., None], tb + rb[..., None])
+        tapered_pairs = _pairs(low, high, window, width, height, camera)
+        hits.append((*_cast_tapered_capsules(ta, tb, ra, rb, *tapered_pairs, ray_x, ray_y), solids.tapered_labels))
+    pixel = np.concatenate([hit[0] for hit in hits])
+    depth = np.concatenate([hit[1] for hit in hits])
+    label = np.concatenate([part_ids.astype(np.uint8)[solid] for _, _, solid, part_ids in hits])
 
     depth_mm = np.full(n * height * width, np.inf)
     np.minimum.at(depth_mm, pixel, depth)
@@ -160,6 +169,71 @@ def _cast_capsules(
         # End spheres at a and b: |t d - c|^2 = r^2, nearest root (d.c - sqrt(.)) / (d.d).
         for dc, cc in ((da, aa), (da + dba, np.einsum("ij,ij->i", pa + ba, pa + ba))):
             disc = dc * dc - dd * (cc - rr)
+            t = np.where(disc >= 0, np.minimum(t, (dc - np.sqrt(disc)) / dd), t)
+    hit = np.isfinite(t)
+    return (frame * height + row)[hit] * width + col[hit], t[hit], solid[hit]
+
+
+def _cast_tapered_capsules(
+    a: np.ndarray,
+    b: np.ndarray,
+    ra: np.ndarray,
+    rb: np.ndarray,
+    frame: np.ndarray,
+    solid: np.ndarray,
+    row: np.ndarray,
+    col: np.ndarray,
+    ray_x: np.ndarray,
+    ray_y: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Nearest hits of pixel rays with tapered capsules, as `_cast_capsules`.
+
+    The hull of the spheres (a, ra) and (b, rb) is the two spheres and the cone
+    tangent to both: with the axis w = (b - a)/L, axial h = (p - a).w, radial rho
+    and sin(beta) = (ra - rb)/L, the cone is rho cos(beta) + h sin(beta) = ra,
+    between the circles where it touches the spheres, h in (ra sin(beta),
+    L + rb sin(beta)). Both roots of the cone's quadric along the ray are tried
+    (the nearer may lie on the mirrored nappe beyond the apex).
+    """
+    height, width = ray_y.shape[1], ray_x.shape[1]
+    # Per solid, what does not depend on the ray, gathered per pair in one table.
+    length = np.linalg.norm(b - a, axis=-1)
+    w = (b - a) / length[..., None]
+    sin = (ra - rb) / length
+    cos2 = 1.0 - sin * sin
+    aa = np.einsum("nki,nki->nk", a, a)
+    aw = np.einsum("nki,nki->nk", a, w)
+    e = ra + sin * aw
+    columns = [
+        *np.moveaxis(a, -1, 0), *np.moveaxis(b, -1, 0), *np.moveaxis(w, -1, 0),
+        cos2, aw, e * sin,
+        cos2 * (aa - aw * aw) - e * e,  # qc of the cone's quadric below
+        aa - ra * ra, np.einsum("nki,nki->nk", b, b) - rb * rb,  # |c|^2 - r^2 of the two spheres
+        aw + ra * sin, aw + length + rb * sin,  # the band as t (d . w) = h + a . w
+    ]
+    per_pair = np.stack(columns, axis=-1)[frame, solid]
+    pa, pb, pw = per_pair[:, 0:3], per_pair[:, 3:6], per_pair[:, 6:9]
+    cos2, aw, es, qc, ca, cb, band_low, band_high = per_pair[:, 9:].T
+    dx, dy = ray_x[frame, col], ray_y[frame, row]
+    dd = dx * dx + dy * dy + 1.0
+    da = pa[:, 0] * dx + pa[:, 1] * dy + pa[:, 2]  # d . a
+    db = pb[:, 0] * dx + pb[:, 1] * dy + pb[:, 2]  # d . b
+    dw = pw[:, 0] * dx + pw[:, 1] * dy + pw[:, 2]  # d . w
+    # cos^2(beta) rho^2 = (ra - h sin(beta))^2 along p = t d: qa t^2 + 2 qb t + qc = 0.
+    qa = cos2 * dd - dw * dw
+    qb = cos2 * (dw * aw - da) + es * dw
+    disc = qb * qb - qa * qc
+    t = np.full(len(frame), np.inf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        root = np.sqrt(disc)
+        for sign in (-1.0, 1.0):
+            t_cone = (sign * root - qb) / qa
+            along = t_cone * dw
+            on_cone = (disc >= 0) & (np.abs(qa) > 1e-9 * dd) & (along > band_low) & (along < band_high) & (t_cone > 0)
+            t = np.where(on_cone, np.minimum(t, t_cone), t)
+        # The spheres at a and b: nearest root of |t d - c|^2 = r^2, as in `_cast_capsules`.
+        for dc, cc in ((da, ca), (db, cb)):
+            disc = dc * dc - dd * cc
             t = np.where(disc >= 0, np.minimum(t, (dc - np.sqrt(disc)) / dd), t)
     hit = np.isfinite(t)
     return (frame * height + row)[hit] * width + col[hit], t[hit], solid[hit]

@@ -168,7 +168,7 @@ class SensorConfig:
                 expected is int and not isinstance(value, int)
             ):
                 raise UserError(f"sensor field {spec.name!r} must be {expected.__name__}, got {value!r}")
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # an int is finite (and may exceed a float)
                 raise UserError(f"sensor field {spec.name!r} must be finite, got {value!r}")
             low, high = spec.metadata["range"]
             if not low <= value <= high:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
+from keras_hpe.outputs import atomic_path
 from keras_hpe.data.crop import uvd_to_crop
 from keras_hpe.data.dataset import load_frames, read_manifest
 from keras_hpe.data.skeleton import PART_COLORS, SKELETON_EDGES

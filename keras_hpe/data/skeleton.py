@@ -1,8 +1,8 @@
 """Joints and parts: the 14 NYU evaluation joints and the 20 hand parts.
 
 Every model predicts the 14 joints in `JOINT_NAMES` order; every label map uses
-the part ids of `PART_NAMES` (0 is background, which comes from depth and is
-never predicted).
+the part ids of `PART_NAMES`: 0 is not hand, the forearm where there is depth
+and every pixel without depth.
 """
 
 from __future__ import annotations
@@ -18,15 +18,15 @@ JOINT_NAMES = (
 NUM_JOINTS = len(JOINT_NAMES)
 
 PART_NAMES = (
-    "background", "palm",
+    "not_hand", "palm",
     "thumb_metacarpal", "thumb_proximal", "thumb_distal",
     "index_knuckle", "index_proximal", "index_middle", "index_distal",
     "middle_knuckle", "middle_proximal", "middle_middle", "middle_distal",
     "ring_knuckle", "ring_proximal", "ring_middle", "ring_distal",
     "little_knuckle", "little_proximal", "little_middle", "little_distal",
 )
-NUM_PARTS = len(PART_NAMES) - 1  # 20 hand parts, background excluded
-NUM_LABELS = len(PART_NAMES)  # 21 symbols, background included
+NUM_PARTS = len(PART_NAMES) - 1  # 20 hand parts, not hand excluded
+NUM_LABELS = len(PART_NAMES)  # 21 symbols, not hand included
 
 # The part(s) each joint belongs to: a finger's "mid" joint (PIP) sits between
 # its proximal and middle phalanges, the thumb's mid (IP) between proximal and

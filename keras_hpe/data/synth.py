@@ -1,8 +1,11 @@
 """The `synth` domain: random hands rendered into cube crops with dense part labels.
 
-Each frame: sample a hand (shape, pose, viewpoint), take the crop centre as the
-mean of its 14 joints projected to uvd, ray-cast the cube's window directly at
-S x S, clip depth to the cube, and set labels to 0 where there is no depth.
+Each frame: sample a hand (shape, pose, viewpoint) and its forearm (shape, wrist
+angles; `ArmPrior`), take the crop centre as the mean of the hand's 14 joints
+projected to uvd, ray-cast the cube's window directly at S x S and clip depth to
+the cube. Label 0 means not hand: the forearm where depth > 0, nothing where
+depth is 0. The forearm is drawn after the hand, so for a given seed the hands,
+joints and crop centres are those of an armless render.
 """
 
 from __future__ import annotations
@@ -15,7 +18,15 @@ import numpy as np
 from keras_hpe.data.camera import xyz_to_uvd
 from keras_hpe.data.crop import CUBE_MM, clip_to_cube, crop_window
 from keras_hpe.data.dataset import FIELDS, Manifest, generate_dataset
-from keras_hpe.data.hand_model import PosePrior, ShapePrior, ViewPrior, hand_solids, sample_hands
+from keras_hpe.data.hand_model import (
+    ArmPrior,
+    PosePrior,
+    ShapePrior,
+    ViewPrior,
+    hand_solids,
+    sample_arms,
+    sample_hands,
+)
 from keras_hpe.data.renderer import render
 from keras_hpe.errors import UserError
 
@@ -29,6 +40,7 @@ class SynthConfig:
     shape: ShapePrior = field(default_factory=ShapePrior)
     pose: PosePrior = field(default_factory=PosePrior)
     view: ViewPrior = field(default_factory=ViewPrior)
+    arm: ArmPrior = field(default_factory=ArmPrior)
 
 
 def render_synth_frames(
@@ -47,10 +59,11 @@ def render_synth_frames(
         raise UserError(f"crop size must be >= 1 pixel, got {size}")
     config = config or SynthConfig()
     hands = sample_hands(rng, n, config.shape, config.pose, config.view)
+    arms = sample_arms(rng, hands.scale, config.arm)
     joints_uvd = xyz_to_uvd(hands.joints_xyz)
     center_uvd = xyz_to_uvd(hands.joints_xyz.mean(axis=1))
     window = crop_window(center_uvd, cube_mm)
-    solids = hand_solids(hands)
+    solids = hand_solids(hands, arm=arms)
     chunk = max(1, _PIXELS_PER_CHUNK // (size * size))
     depth_mm = np.empty((n, size, size), dtype=np.float32)
     labels = np.empty((n, size, size), dtype=np.uint8)
