@@ -43,7 +43,8 @@ def median_seconds(step, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help="a .keras segmentation model (default: an untrained default one)")
+    parser.add_argument("--model", default=None,
+                        help="a .keras segmentation model (default: an untrained one of the paper's architecture)")
     parser.add_argument("--size", type=int, default=64,
                         help="crop size S when building the default model (default: 64)")
     parser.add_argument("--batch", type=int, default=128, help="batch size of the throughput run (default: 128)")
@@ -72,7 +73,7 @@ def main() -> None:
     batched_s = median_seconds(lambda: segment(*batch).numpy(), max(3, args.repeats // 5))
     result = {
         "benchmark": "segmentation_inference",
-        "model": args.model or "default (untrained)",
+        "model": args.model or "paper architecture (untrained)",
         "size": size,
         "params": int(model.count_params()),
         "batch1_ms_per_frame": round(ms_per_frame, 2),

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 from keras_hpe.errors import UserError
 from keras_hpe.models.regression import RegressionConfig
-from keras_hpe.models.segmentation import PAPER_SEGMENTATION, SegmentationConfig
+from keras_hpe.models.segmentation import SegmentationConfig
 
 
 @dataclass(frozen=True)
@@ -144,12 +144,12 @@ PRESETS: dict[str, Preset] = {
     ),
     # The paper's: SGD, learning rate 0.1 with decay, batch 1, 100 epochs on
     # the synthetic set; the decay value (1e-5 per step) is ours. The
-    # architecture is the paper's: three undilated convolutions at our widths
-    # (`PAPER_SEGMENTATION`).
+    # architecture is the paper's pooled network computed densely, at our
+    # widths (`SegmentationConfig()`).
     "paper": Preset(
         name="paper",
         seg=SegTrainingConfig(
-            model=PAPER_SEGMENTATION,
+            model=SegmentationConfig(),
             optimizer="sgd",
             learning_rate=0.1,
             lr_decay=1e-5,
