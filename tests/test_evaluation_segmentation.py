@@ -7,7 +7,15 @@ import pytest
 
 from keras_hpe.data.skeleton import NUM_PARTS, PART_NAMES
 from keras_hpe.errors import UserError
-from keras_hpe.evaluation.segmentation import evaluate_segmentation, plot_confusion, plot_per_part_accuracy
+from keras_hpe.evaluation.segmentation import (
+    FrameCounts,
+    evaluate_segmentation,
+    load_frame_counts,
+    plot_confusion,
+    plot_per_part_accuracy,
+    pooled_accuracy,
+    save_frame_counts,
+)
 
 # One 4 x 4 frame: 3 background pixels, 6 palm (1), 4 thumb_distal (4), 3 index_distal (8).
 GT = np.array([[[0, 0, 1, 1], [0, 1, 1, 1], [1, 4, 4, 8], [4, 4, 8, 8]]], dtype=np.uint8)
@@ -30,6 +38,49 @@ def test_hand_made_map_known_scores():
     expected[7, 7], expected[7, 0] = 2, 1
     assert np.array_equal(scores.confusion, expected)
     assert scores.part_pixels[[0, 3, 7]].tolist() == [6, 4, 3] and scores.part_pixels.sum() == 13
+
+
+def test_hand_iou_over_the_foreground():
+    # Without depth every pixel counts: predicted hand 15 pixels (all but the one predicted 0), true hand 13,
+    # both 12: IoU 12 / 16.
+    assert evaluate_segmentation(PRED, GT).hand_iou == pytest.approx(12 / 16)
+    # Pixel (0, 0) is empty background (depth 0), (0, 1) and (1, 0) are arm: the hand labels predicted on
+    # the background no longer count, those on the arm still do: 12 / 15.
+    depth_mm = np.full(GT.shape, 500.0)
+    depth_mm[0, 0, 0] = 0.0
+    assert evaluate_segmentation(PRED, GT, depth_mm).hand_iou == pytest.approx(12 / 15)
+    # A 20-class network labels every foreground pixel a part: the IoU is hand / foreground pixels.
+    every_part = np.where(depth_mm > 0, np.maximum(GT, 1), 0).astype(np.uint8)
+    assert evaluate_segmentation(every_part, GT, depth_mm).hand_iou == pytest.approx(13 / 15)
+    assert evaluate_segmentation(GT, GT, depth_mm).hand_iou == 1.0
+    assert evaluate_segmentation(PRED, GT).to_dict()["hand_iou"] == pytest.approx(0.75)
+    with pytest.raises(UserError, match="depth_mm: expected the label maps' shape"):
+        evaluate_segmentation(PRED, GT, depth_mm[:, :2])
+
+
+def test_frame_counts_add_up_to_the_pooled_scores(tmp_path):
+    rng = np.random.default_rng(3)
+    gt = rng.integers(0, 21, (5, 16, 16))
+    gt[2] = np.where(gt[2] > 10, 0, gt[2])  # a frame without the parts 11-20
+    pred = np.where(rng.random(gt.shape) < 0.6, gt, rng.integers(0, 21, gt.shape))
+    scores = evaluate_segmentation(pred, gt)
+    counts = scores.frame_counts
+    assert counts.frames == 5 and counts.correct.shape == (5, NUM_PARTS)
+    for frame in range(5):
+        true_part = gt[frame][gt[frame] > 0]
+        right = true_part[pred[frame][gt[frame] > 0] == true_part]
+        assert counts.pixels[frame].tolist() == np.bincount(true_part, minlength=21)[1:].tolist()
+        assert counts.correct[frame].tolist() == np.bincount(right, minlength=21)[1:].tolist()
+    assert counts.pixels[2, 10:].sum() == 0
+    pooled = pooled_accuracy(counts.correct.sum(0), counts.pixels.sum(0))
+    assert pooled["per_pixel"] == pytest.approx(scores.per_pixel_accuracy, abs=1e-15)
+    assert pooled["per_class"] == pytest.approx(scores.mean_class_accuracy, abs=1e-15)
+    path = save_frame_counts(tmp_path / "counts.npz", {"table2/none": counts, "synth": counts})
+    back = load_frame_counts(path)
+    assert list(back) == ["table2/none", "synth"]
+    assert np.array_equal(back["synth"].correct, counts.correct) and np.array_equal(back["synth"].pixels, counts.pixels)
+    with pytest.raises(UserError, match="between 0 and the part's pixels"):
+        FrameCounts(counts.pixels + 1, counts.pixels)
 
 
 def test_absent_parts_are_nan_and_left_out_of_the_mean():

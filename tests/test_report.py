@@ -11,11 +11,18 @@ from PIL import Image
 
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
+from keras_hpe.evaluation.segmentation import FrameCounts, pooled_accuracy
 from keras_hpe.reports.report import machine_info, write_report
+from keras_hpe.reports.tables import INCONCLUSIVE, MEETS, NOT_CHECKED
+from keras_hpe.reproduce import headline_numbers
 
-SEG_FIELDS = {"per_pixel", "per_class"}
+SEG_FIELDS = {"per_pixel", "per_class", "hand_iou"}
 JOINT_FIELDS = {"mean_3d_mm", "mean_2d_px"}
 MANIFEST = {"format": "keras_hpe.dataset/1", "domain": "sensor", "count": 16, "size": 32}
+FRAMES = 20
+VERDICTS = ["stage1", "table2_integrate_vs_none", "table2_integrate_vs_center", "table2_integrate_vs_crf_potts",
+            "table2_integrate_vs_crf_overlap", "table3_semi_weak_vs_synthetic_only", "table4_full_vs_direct",
+            "table4_full_vs_semi"]
 
 
 def _joint_errors(noise_px, seed):
@@ -30,53 +37,96 @@ def _png(path):
     return path
 
 
+def _segmentation(correct_pixels, seed):
+    """Plain numbers (%) and the per-frame counts behind them: 10 pixels per part and frame."""
+    correct = np.random.default_rng(seed).binomial(10, correct_pixels / 10, (FRAMES, 20))
+    counts = FrameCounts(correct, np.full_like(correct, 10))
+    pooled = pooled_accuracy(correct.sum(0), counts.pixels.sum(0))
+    return {"per_pixel": 100 * pooled["per_pixel"], "per_class": 100 * pooled["per_class"]}, counts
+
+
 @pytest.fixture()
 def report(tmp_path):
     joints = {"direct": _joint_errors(6.0, 0), "full": _joint_errors(4.0, 1)}
     figure = _png(tmp_path / "fig5.png")
     out = tmp_path / "reports"
+    (none, none_counts), (integrate, integrate_counts) = _segmentation(5.0, 0), _segmentation(7.0, 1)
     readme = write_report(
         out,
-        table2={"none": {"per_pixel": 50.0, "per_class": 40.0}, "integrate": {"per_pixel": 54.0, "per_class": 44.0},
-                "crf_potts": None},
-        table3={"synthetic_only": {"per_pixel": 50.0, "per_class": 40.0},
-                "semi_weak": {"per_pixel": 53.0, "per_class": 45.0}},
-        table4=joints,
+        table2={"none": none, "integrate": {**integrate, "hand_iou": 93.5}, "crf_potts": None},
+        table3={"synthetic_only": none, "semi_weak": {"per_pixel": 53.0, "per_class": 45.0}},
+        table4={variant: errors.to_dict() for variant, errors in joints.items()},
+        table2_counts={"none": none_counts, "integrate": integrate_counts},
+        table3_counts={"synthetic_only": none_counts},
+        table4_errors_mm={variant: errors.errors_mm for variant, errors in joints.items()},
         curves=joints,
         seconds={"data": 12.5, "seg_pretrain": 3600.0},
         manifests={"sensor_eval": MANIFEST},
         config={"preset": "quick", "out": Path("runs/x")},
         figures={"fig5": figure},
     )
-    return readme, out, joints
+    return readme, out, joints, integrate
 
 
 def test_summary_json_has_exactly_the_agreed_shape(report):
-    _, out, joints = report
+    _, out, joints, integrate = report
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"table2", "table3", "table4", "seconds"}
+    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
     assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}
     assert all(set(row) == SEG_FIELDS for row in [*summary["table2"].values(), *summary["table3"].values()])
     assert all(set(row) == JOINT_FIELDS for row in summary["table4"].values())
-    assert summary["table2"]["integrate"] == {"per_pixel": 54.0, "per_class": 44.0}
-    assert summary["table2"]["center"] == {"per_pixel": None, "per_class": None}  # not run
+    assert summary["table2"]["integrate"] == {**integrate, "hand_iou": 93.5}
+    assert summary["table2"]["center"] == {"per_pixel": None, "per_class": None, "hand_iou": None}  # not run
     assert summary["table4"]["full"]["mean_3d_mm"] == pytest.approx(joints["full"].mean_3d_mm)
     assert summary["table4"]["semi"] == {"mean_3d_mm": None, "mean_2d_px": None}
     assert summary["seconds"] == {"data": 12.5, "seg_pretrain": 3600.0}
 
 
+def test_summary_json_holds_every_verdict_with_its_interval(report):
+    _, out, joints, integrate = report
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["verdicts"]) == VERDICTS
+    restoration = summary["verdicts"]["table2_integrate_vs_none"]
+    assert restoration["status"] == MEETS and 0 < restoration["low"] < restoration["estimate"] < restoration["high"]
+    assert (restoration["resamples"], restoration["seed"], restoration["frames"]) == (2000, 0, FRAMES)
+    assert restoration == {**restoration, **summary["intervals"]["table2"]["integrate"]["per_pixel_vs_none"]}
+    assert summary["verdicts"]["table4_full_vs_direct"]["target"] == -15.7
+    for key in ("stage1", "table3_semi_weak_vs_synthetic_only", "table4_full_vs_semi"):
+        assert summary["verdicts"][key]["status"] == NOT_CHECKED and summary["verdicts"][key]["low"] is None
+    # No verdict meets the paper's claim on an interval that includes 0.
+    for verdict in summary["verdicts"].values():
+        if verdict["status"] == MEETS:
+            assert verdict["low"] > 0 or verdict["high"] < 0
+        if verdict["status"] == INCONCLUSIVE:
+            assert verdict["low"] <= 0 <= verdict["high"]
+    change = summary["intervals"]["table4"]["full"]["change_3d_vs_direct_percent"]
+    headline = headline_numbers(summary)
+    assert headline["full_vs_direct_3d_percent"] == pytest.approx(change["estimate"])
+    assert (headline["full_vs_direct_3d_percent_low"], headline["full_vs_direct_3d_percent_high"]) == (
+        change["low"], change["high"])
+    assert headline["stage2_gain_per_pixel_points_low"] is None  # no counts for semi_weak
+
+
 def test_readme_tables_verdicts_figures_and_details(report):
-    readme, out, joints = report
+    readme, out, joints, integrate = report
     text = readme.read_text()
     assert text.startswith("# Reproduction of Neverova et al.")
     assert "simulated benchmark" in text and "not on NYU" in text
-    assert "restoration with eq. 2 beats no restoration: +4.00 points per pixel (paper +3.52)" in text
-    assert "+3.00 points (paper +6.15)" in text
+    none = json.loads((out / "summary.json").read_text())["table2"]["none"]["per_pixel"]
+    assert f"restoration with eq. 2 beats no restoration: {integrate['per_pixel'] - none:+.2f} points per pixel " \
+           "(95 % CI +" in text
+    assert f"by {53.0 - none:+.2f} points (paper +6.15)" in text  # no counts for semi_weak: no interval
     lower = 100 * (1 - joints["full"].mean_3d_mm / joints["direct"].mean_3d_mm)
     assert f"{lower:.1f}% lower mean 3D error than direct regression (a)" in text
     assert re.search(r"\| CRF, Potts-like pairwise term \| not run \|", text)
+    assert "| 93.50 |" in text  # the hand IoU column
+    # The method of the intervals, once; every checked verdict with its interval.
+    assert text.count("paired bootstrap over the test frames (2,000 resamples") == 1
+    claims = [line for line in text.split("## Tables")[0].splitlines() if line.startswith("- **")]
+    assert len(claims) == len(VERDICTS)
+    assert all("95 % CI" in line for line in claims if not line.startswith(f"- **{NOT_CHECKED}"))
     assert "![fig5](../fig5.png)" in text and "![fig8](fig8_success_curves.png)" in text
     assert "| **total** | **3612.5** | **1:00:12** |" in text
     assert "<details><summary>configuration</summary>" in text and '"out": "runs/x"' in text
@@ -87,7 +137,7 @@ def test_readme_tables_verdicts_figures_and_details(report):
 
 
 def test_csv_files_and_curves(report):
-    _, out, joints = report
+    _, out, joints, _ = report
     assert sorted(p.name for p in out.iterdir()) == [
         "README.md", "fig8_success_curves.png", "success_curves.csv", "summary.json",
         "table2.csv", "table3.csv", "table4.csv",
@@ -110,18 +160,23 @@ def test_nyu_manifest_changes_the_data_statement(tmp_path):
     assert all(value is None for row in summary["table3"].values() for value in row.values())
 
 
-@pytest.mark.parametrize("stage1, status", [
-    ({"per_pixel": 93.0, "per_class": 80.0, "frames": 500}, "Meets the paper's claim"),
-    ({"per_pixel": 61.5, "per_class": 40.0, "frames": 500}, "Falls short of the paper's claim"),
+@pytest.mark.parametrize("correct_pixels, status", [
+    (9.6, "Meets the paper's claim"),
+    (6.2, "Contradicts the paper's claim"),
+    (9.0, "Inconclusive"),
     (None, "Not checked"),
 ])
-def test_stage1_accuracy_is_checked_against_its_target(tmp_path, stage1, status):
-    readme = write_report(tmp_path, stage1=stage1, seconds={}, manifests={}, config={}, machine={}, figures={})
+def test_stage1_accuracy_is_checked_against_its_target(tmp_path, correct_pixels, status):
+    stage1, counts = (None, None) if correct_pixels is None else _segmentation(correct_pixels, 2)
+    readme = write_report(tmp_path, stage1=stage1, stage1_counts=counts, seconds={}, manifests={}, config={},
+                          machine={}, figures={})
     line = next(line for line in readme.read_text().splitlines() if "held-out synthetic frames" in line)
     assert line.startswith(f"- **{status}:**") and "90%" in line
     if stage1 is not None:
-        assert f"{stage1['per_pixel']:.2f}% of the hand pixels of 500 held-out" in line
-        assert ("points short" in line) == (stage1["per_pixel"] < 90)
+        assert f"{stage1['per_pixel']:.2f}% (95 % CI " in line and f"of the hand pixels of {FRAMES} held-out" in line
+        assert ("points short" in line) == (status == "Contradicts the paper's claim")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["verdicts"]["stage1"]["status"] == status
 
 
 def test_machine_info_fields():

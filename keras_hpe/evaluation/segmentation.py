@@ -1,24 +1,84 @@
-"""Segmentation accuracy over hand pixels (paper Tables 2-3, Fig. 6).
+"""Segmentation accuracy over hand pixels (paper Tables 2-3, Fig. 6), and the hand / not-hand IoU.
 
-Only pixels whose ground-truth label is a hand part (1-20) count: background
-comes from depth and is never predicted. A hand pixel predicted as background
-(0) counts as wrong; it has no column in the 20 x 20 part confusion matrix.
+Accuracy counts only pixels whose ground-truth label is a hand part (1-20),
+as in the paper. A hand pixel predicted 0 (not hand, or background) counts as
+wrong; it has no column in the 20 x 20 part confusion matrix. The hand IoU
+compares the predicted and the true hand (label > 0) over the foreground
+(depth > 0), where a 21-class network also predicts "not hand"; a network
+that labels every foreground pixel with a part scores hand / foreground pixels.
+Every pooled figure is a function of per-frame, per-part counts
+(`FrameCounts`, `pooled_accuracy`), which a bootstrap over frames resamples
+(`evaluation.statistics`).
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
+from keras_hpe.outputs import atomic_path
 from keras_hpe.data.skeleton import NUM_LABELS, NUM_PARTS, PART_NAMES
 from keras_hpe.errors import UserError
 
 HAND_PART_NAMES = PART_NAMES[1:]
+ACCURACY_MEASURES = ("per_pixel", "per_class")
+
+
+@dataclass(frozen=True)
+class FrameCounts:
+    """Per frame and per true part (1-20): hand pixels labelled correctly, and hand pixels.
+
+    correct, pixels: (N, 20) integer counts; summed over frames they give the
+    pooled accuracies (`pooled_accuracy`).
+    """
+
+    correct: np.ndarray
+    pixels: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.correct.shape != self.pixels.shape or self.correct.ndim != 2 or self.correct.shape[1] != NUM_PARTS:
+            raise UserError(f"frame counts: expected correct and pixels of shape (N, {NUM_PARTS}), "
+                            f"got {self.correct.shape} and {self.pixels.shape}")
+        if (self.correct < 0).any() or (self.correct > self.pixels).any():
+            raise UserError("frame counts: correct pixels must be between 0 and the part's pixels")
+
+    @property
+    def frames(self) -> int:
+        return int(self.correct.shape[0])
+
+
+def pooled_accuracy(correct: np.ndarray, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-pixel and mean per-class accuracy (fractions) from part counts summed over frames.
+
+    correct, pixels: (..., 20); returns {"per_pixel", "per_class"} of shape (...).
+    The class mean is over the parts that have pixels.
+    """
+    present = pixels > 0
+    recall = np.divide(correct, pixels, out=np.zeros(np.shape(correct)), where=present)
+    return {"per_pixel": np.sum(correct, axis=-1) / np.sum(pixels, axis=-1),
+            "per_class": np.sum(recall, axis=-1) / np.sum(present, axis=-1)}
+
+
+def save_frame_counts(path: str | os.PathLike, counts: Mapping[str, FrameCounts]) -> Path:
+    """Write {name: FrameCounts} as one .npz (keys "<name>/correct", "<name>/pixels"), atomically."""
+    path = Path(path)
+    arrays = {f"{name}/{field_name}": getattr(frame_counts, field_name)
+              for name, frame_counts in counts.items() for field_name in ("correct", "pixels")}
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, **arrays)
+    return path
+
+
+def load_frame_counts(path: str | os.PathLike) -> dict[str, FrameCounts]:
+    """The {name: FrameCounts} that `save_frame_counts` wrote."""
+    with np.load(path) as data:
+        names = dict.fromkeys(key.rsplit("/", 1)[0] for key in data.files)
+        return {name: FrameCounts(data[f"{name}/correct"], data[f"{name}/pixels"]) for name in names}
 
 
 @dataclass
@@ -28,23 +88,28 @@ class SegmentationScores:
     per_pixel_accuracy: fraction of hand pixels labelled correctly.
     mean_class_accuracy: mean, over the parts present in the ground truth, of
         each part's recall (`per_part_accuracy`; NaN for absent parts).
+    hand_iou: intersection over union of the predicted and true hand over foreground pixels.
     confusion: (20, 20) pixel counts, row = true part 1-20, column = predicted part.
     part_pixels: (20,) ground-truth pixels of each part.
+    frame_counts: the per-frame counts behind the accuracies.
     """
 
     per_pixel_accuracy: float
     mean_class_accuracy: float
+    hand_iou: float
     per_part_accuracy: dict[str, float]
     confusion: np.ndarray
     part_pixels: np.ndarray
     frames: int
     hand_pixels: int
+    frame_counts: FrameCounts = field(repr=False)
 
     def to_dict(self) -> dict:
-        """Plain JSON-ready values; absent parts have accuracy None."""
+        """Plain JSON-ready values (without the per-frame counts); absent parts have accuracy None."""
         return {
             "per_pixel_accuracy": self.per_pixel_accuracy,
             "mean_class_accuracy": self.mean_class_accuracy,
+            "hand_iou": self.hand_iou,
             "per_part_accuracy": {
                 name: (None if np.isnan(value) else value) for name, value in self.per_part_accuracy.items()
             },
@@ -66,8 +131,15 @@ def _check_labels(labels: np.ndarray, name: str) -> np.ndarray:
     return labels.astype(np.int64)
 
 
-def evaluate_segmentation(pred_labels: np.ndarray, gt_labels: np.ndarray) -> SegmentationScores:
-    """Score (N, S, S) predicted part maps against ground truth over hand pixels."""
+def evaluate_segmentation(
+    pred_labels: np.ndarray, gt_labels: np.ndarray, depth_mm: np.ndarray | None = None
+) -> SegmentationScores:
+    """Score (N, S, S) predicted part maps against ground truth over hand pixels.
+
+    depth_mm: the frames' depth (N, S, S), whose pixels > 0 are the foreground of
+    the hand IoU. Without it, the IoU takes every pixel; that is the same when
+    both maps are 0 where the depth is (data sets and `predict_parts` are).
+    """
     pred_labels = np.asarray(pred_labels)
     gt_labels = np.asarray(gt_labels)
     if gt_labels.ndim != 3 or pred_labels.shape != gt_labels.shape:
@@ -75,6 +147,8 @@ def evaluate_segmentation(pred_labels: np.ndarray, gt_labels: np.ndarray) -> Seg
             f"label maps: expected prediction and ground truth of the same shape (N, S, S), "
             f"got {pred_labels.shape} and {gt_labels.shape}"
         )
+    if depth_mm is not None and np.shape(depth_mm) != gt_labels.shape:
+        raise UserError(f"depth_mm: expected the label maps' shape {gt_labels.shape}, got {np.shape(depth_mm)}")
     gt = _check_labels(gt_labels, "ground-truth labels")
     pred = _check_labels(pred_labels, "predicted labels")
     hand = gt > 0
@@ -87,18 +161,29 @@ def evaluate_segmentation(pred_labels: np.ndarray, gt_labels: np.ndarray) -> Seg
     confusion = np.bincount(
         (true_part[labelled] - 1) * NUM_PARTS + (pred_part[labelled] - 1), minlength=NUM_PARTS**2
     ).reshape(NUM_PARTS, NUM_PARTS)
-    correct = np.diag(confusion)
+    frames = gt.shape[0]
+    slot = np.nonzero(hand)[0] * NUM_PARTS + (true_part - 1)  # (frame, part) of every hand pixel
+    frame_counts = FrameCounts(
+        correct=np.bincount(slot[pred_part == true_part], minlength=frames * NUM_PARTS).reshape(frames, NUM_PARTS),
+        pixels=np.bincount(slot, minlength=frames * NUM_PARTS).reshape(frames, NUM_PARTS),
+    )
+    pooled = pooled_accuracy(np.diag(confusion), part_pixels)
     present = part_pixels > 0
     recall = np.full(NUM_PARTS, np.nan)
-    recall[present] = correct[present] / part_pixels[present]
+    recall[present] = np.diag(confusion)[present] / part_pixels[present]
+    foreground = np.ones(gt.shape, dtype=bool) if depth_mm is None else np.asarray(depth_mm) > 0
+    pred_hand, true_hand = (pred > 0) & foreground, hand & foreground
+    union = np.count_nonzero(pred_hand | true_hand)
     return SegmentationScores(
-        per_pixel_accuracy=float(correct.sum() / true_part.size),
-        mean_class_accuracy=float(recall[present].mean()),
+        per_pixel_accuracy=float(pooled["per_pixel"]),
+        mean_class_accuracy=float(pooled["per_class"]),
+        hand_iou=np.count_nonzero(pred_hand & true_hand) / union if union else math.nan,
         per_part_accuracy={name: float(value) for name, value in zip(HAND_PART_NAMES, recall)},
         confusion=confusion,
         part_pixels=part_pixels,
-        frames=int(gt.shape[0]),
+        frames=int(frames),
         hand_pixels=int(true_part.size),
+        frame_counts=frame_counts,
     )
 
 

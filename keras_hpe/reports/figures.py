@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
+from keras_hpe.outputs import atomic_path
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM, uvd_to_crop
 from keras_hpe.data.show import PART_RGB

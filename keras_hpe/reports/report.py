@@ -20,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 import keras_hpe
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.outputs import atomic_path, write_text
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, plot_success_curves
+from keras_hpe.evaluation.segmentation import FrameCounts
+from keras_hpe.evaluation.statistics import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
 from keras_hpe.reports.tables import Table, Verdict, markdown_table, table2 as build_table2, table3 as build_table3
 from keras_hpe.reports.tables import stage1_verdict, table4 as build_table4
 
@@ -39,6 +41,14 @@ FIGURE_CAPTIONS = {
     "fig9": "Fig. 9: predicted skeletons of the full method on randomly drawn test frames.",
 }
 CURVES_FIGURE = "fig8_success_curves.png"
+UNCERTAINTY = (
+    f"Every difference comes with its {100 * CONFIDENCE:.0f} % confidence interval: a paired bootstrap over the "
+    f"test frames ({DEFAULT_RESAMPLES:,} resamples of the frames with replacement, the same frames for both methods, "
+    f"seed {DEFAULT_SEED}, percentile interval), recomputing the statistic the tables show (accuracy pooled over "
+    "the hand pixels of the drawn frames; mean joint error over the drawn frames). A claim is met only when the "
+    "whole interval lies on the paper's side of zero (or of a target), contradicted when it lies on the other "
+    "side, and inconclusive when it includes zero."
+)
 
 
 def machine_info() -> dict[str, object]:
@@ -62,6 +72,10 @@ def write_report(
     table2: Mapping[str, object] | None = None,
     table3: Mapping[str, object] | None = None,
     table4: Mapping[str, object] | None = None,
+    stage1_counts: FrameCounts | None = None,
+    table2_counts: Mapping[str, FrameCounts] | None = None,
+    table3_counts: Mapping[str, FrameCounts] | None = None,
+    table4_errors_mm: Mapping[str, np.ndarray] | None = None,
     curves: Mapping[str, JointErrors] | None = None,
     seconds: Mapping[str, float],
     manifests: Mapping[str, Mapping],
@@ -74,6 +88,10 @@ def write_report(
     stage1: stage 1 on held-out synthetic frames, {"per_pixel", "per_class"} (%)
         and optionally "frames" (None: not measured).
     table2/3/4: row key -> result, as taken by `tables.table2/3/4` (None: stage not run).
+    stage1_counts, table2_counts, table3_counts, table4_errors_mm: the per-frame
+        results behind them (`FrameCounts`, (N, 14) joint errors in mm), for the
+        verdicts' 95 % intervals; result objects carry their own. Without them a
+        verdict is "Not checked".
     curves: method -> `JointErrors`; written as success_curves.csv (max-error
         curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
     seconds: wall time per stage. manifests: name -> data set manifest dict
@@ -88,8 +106,9 @@ def write_report(
     for name, path in figures.items():
         if not path.is_file():
             raise UserError(f"figure {name!r}: no such file {path}")
-    tables = [build_table2(table2), build_table3(table3), build_table4(table4)]
-    verdicts = [stage1_verdict(stage1)] + [verdict for table in tables for verdict in table.verdicts]
+    tables = [build_table2(table2, table2_counts), build_table3(table3, table3_counts),
+              build_table4(table4, table4_errors_mm)]
+    verdicts = [stage1_verdict(stage1, stage1_counts)] + [verdict for table in tables for verdict in table.verdicts]
     for table in tables:
         table.write_csv(out_dir / f"{table.name}.csv")
     if curves:
@@ -98,6 +117,8 @@ def write_report(
             figures["fig8"] = plot_success_curves(curves, out_dir / CURVES_FIGURE, mode="max")
     summary = {table.name: table.summary for table in tables}
     summary["seconds"] = seconds
+    summary["verdicts"] = {verdict.key: verdict.to_dict() for verdict in verdicts}
+    summary["intervals"] = {table.name: table.intervals_dict() for table in tables}
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     readme = out_dir / "README.md"
     write_text(readme, _readme(out_dir, verdicts, tables, figures, seconds, manifests, config, machine, bool(curves)))
@@ -116,7 +137,8 @@ def _readme(
     has_curves: bool,
 ) -> str:
     sections = [f"# {TITLE}", _data_statement(manifests)]
-    sections.append("## The paper's claims, checked\n\n" + "\n".join(v.to_markdown() for v in verdicts))
+    sections.append("## The paper's claims, checked\n\n" + "\n".join(v.to_markdown() for v in verdicts)
+                    + "\n\n" + UNCERTAINTY)
     csv_files = ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables)
     sections.append(f"## Tables\n\nNumbers are also in {csv_files} and [summary.json](summary.json).")
     sections += [table.to_markdown().rstrip() for table in tables]
