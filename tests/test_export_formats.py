@@ -1,0 +1,172 @@
+"""LiteRT and ONNX exports: each loads in its own runtime without keras_hpe and gives the estimator's outputs.
+
+The bounds for float32 are the issue's (0.01 mm). Those for float16 and int8
+are measured on this untrained tiny model, whose int8 error says little about
+a trained one's: the README's Serving section has the figures of a trained
+64 x 64 model (benchmarks/inference_benchmark.py --data).
+"""
+
+import json
+import os
+import site
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import assert_one_line_error
+from keras_hpe.cli.main import main
+from keras_hpe.data.dataset import load_arrays
+from keras_hpe.errors import UserError
+from keras_hpe.export import FILES, METADATA_FILE, export_estimator
+from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
+from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.pipeline import HandPoseEstimator
+
+SIZE = 32
+
+# As tests/test_export.py's client: a fresh interpreter that sees the site-packages but not
+# keras_hpe, and here not TensorFlow either: each format runs in its own runtime only.
+# It runs every crop as one batch, then the first crop alone (the batch is dynamic).
+CLIENT_START = """
+import sys
+sys.path[:0] = sys.argv[1].split(":")
+try:
+    import keras_hpe
+except ImportError:
+    pass
+else:
+    sys.exit("keras_hpe must not be importable in the client")
+import numpy as np
+inputs = dict(np.load(sys.argv[2]))
+"""
+CLIENT_END = """
+assert "tensorflow" not in sys.modules, "the runtime imported TensorFlow"
+outputs = run(inputs)
+first = run({name: value[:1] for name, value in inputs.items()})
+np.savez(sys.argv[4], **outputs, **{"first_" + name: value for name, value in first.items()})
+"""
+LITERT_CLIENT = CLIENT_START + """
+from ai_edge_litert.interpreter import Interpreter
+serve = Interpreter(model_path=sys.argv[3], num_threads=1).get_signature_runner("serving_default")
+
+def run(batch):
+    return serve(**batch)
+""" + CLIENT_END
+ONNX_CLIENT = CLIENT_START + """
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[3], providers=["CPUExecutionProvider"])
+names = [output.name for output in session.get_outputs()]
+
+def run(batch):
+    return dict(zip(names, session.run(names, batch)))
+""" + CLIENT_END
+CLIENTS = {"litert": LITERT_CLIENT, "litert-fp16": LITERT_CLIENT, "litert-int8": LITERT_CLIENT, "onnx": ONNX_CLIENT}
+# Bounds to the Keras estimator: mean and largest |joints_xyz difference| (mm), least fraction of equal
+# part labels. Measured here: float32 < 0.001 mm; float16 mean 0.02, max 0.95 mm (a flipped part label
+# moves a joint's mask), 99.98% labels; int8 mean 3.0, max 5.7 mm, 98.4% labels.
+BOUNDS = {
+    "litert": (0.01, 0.01, 0.999),
+    "onnx": (0.01, 0.01, 0.999),
+    "litert-fp16": (0.05, 3.0, 0.99),
+    "litert-int8": (10.0, 20.0, 0.95),
+}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, sensor_dir):
+    keras.utils.set_random_seed(0)
+    estimator = HandPoseEstimator(
+        build_regression(RegressionConfig(input_size=SIZE), variant="separate"),
+        build_segmentation_model(SegmentationConfig(size=SIZE)),
+    )
+    out = tmp_path_factory.mktemp("saved_models") / "keras_hpe"
+    path = export_estimator(estimator, out, formats=list(CLIENTS), calibration=sensor_dir)
+    return estimator, path
+
+
+@pytest.fixture(scope="module")
+def crops(sensor_eval_dir):
+    """Simulated-real crops the calibration did not see."""
+    arrays = load_arrays(sensor_eval_dir, ["depth_mm", "center_uvd"])
+    return {"depth_mm": arrays["depth_mm"], "center_uvd": arrays["center_uvd"].astype(np.float32)}
+
+
+def _serve(fmt: str, path, inputs: dict, tmp_path) -> dict:
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    subprocess.run(
+        [sys.executable, "-I", "-S", "-c", CLIENTS[fmt], ":".join(site.getsitepackages()),
+         tmp_path / "inputs.npz", path / FILES[fmt], tmp_path / "outputs.npz"],
+        cwd=tmp_path, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
+    )
+    return dict(np.load(tmp_path / "outputs.npz"))
+
+
+@pytest.mark.parametrize("fmt", list(CLIENTS))
+def test_export_runs_in_its_runtime_and_matches_keras(exported, crops, fmt, tmp_path):
+    estimator, path = exported
+    served = _serve(fmt, path, crops, tmp_path)
+    expected = estimator.predict(crops["depth_mm"], crops["center_uvd"])
+    mean_bound, max_bound, parts_bound = BOUNDS[fmt]
+    difference = np.linalg.norm(served["joints_xyz"] - expected["joints_xyz"], axis=-1)
+    print(f"{fmt}: |joints_xyz - Keras| mean {difference.mean():.4f} mm, max {difference.max():.4f} mm; "
+          f"parts equal {np.mean(served['parts'] == expected['parts']):.4f}")
+    assert {"joints_xyz", "joints_uvd", "parts"} <= set(served)
+    assert served["joints_xyz"].shape == (len(crops["depth_mm"]), 14, 3) and served["joints_xyz"].dtype == np.float32
+    assert served["parts"].dtype == np.uint8
+    assert difference.mean() < mean_bound and difference.max() < max_bound
+    assert np.mean(served["parts"] == expected["parts"]) >= parts_bound
+    # A batch of one gives the batch's first row.
+    np.testing.assert_allclose(served["first_joints_xyz"], served["joints_xyz"][:1], atol=1e-3)
+
+
+def test_metadata_names_every_file(exported):
+    _, path = exported
+    metadata = json.loads((path / METADATA_FILE).read_text())
+    assert metadata["files"] == {name: FILES[name] for name in ("saved_model", *CLIENTS)}
+    assert all((path / name).is_file() for name in metadata["files"].values())
+    assert metadata["int8_calibration"]["frames"] == 32
+
+
+def test_int8_quantises_the_networks_and_keeps_the_interface_float32(exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, path = exported
+    interpreter = Interpreter(model_path=str(path / FILES["litert-int8"]))
+    edges = interpreter.get_input_details() + interpreter.get_output_details()
+    # depth_mm, center_uvd, joints_xyz, joints_uvd in float32; parts uint8.
+    assert sorted(np.dtype(d["dtype"]).name for d in edges) == ["float32"] * 4 + ["uint8"]
+    int8 = [t["name"] for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+    assert sum(name.startswith(("segmentation", "regression")) for name in int8) > 20
+
+
+def test_direct_model_exports_joints_only(tmp_path):
+    estimator = HandPoseEstimator(build_direct_regression(RegressionConfig(input_size=SIZE)))
+    path = export_estimator(estimator, tmp_path / "hpe", formats=["litert", "onnx"])
+    inputs = {"depth_mm": np.full((2, SIZE, SIZE), 600, np.float32),
+              "center_uvd": np.array([[320, 240, 600]] * 2, np.float32)}
+    expected = estimator.predict(inputs["depth_mm"], inputs["center_uvd"])
+    for fmt in ("litert", "onnx"):
+        served = _serve(fmt, path, inputs, tmp_path)
+        assert "parts" not in served
+        np.testing.assert_allclose(served["joints_xyz"], expected["joints_xyz"], atol=0.01)
+
+
+def test_calibration_must_match_the_models(tmp_path, sensor_dir):
+    estimator = HandPoseEstimator(build_direct_regression(RegressionConfig(input_size=2 * SIZE)))
+    with pytest.raises(UserError, match="32x32 crops; the models take 64x64"):
+        export_estimator(estimator, tmp_path / "hpe", formats=["litert-int8"], calibration=sensor_dir)
+    assert not (tmp_path / "hpe").exists()
+
+
+@pytest.mark.parametrize("options, needle", [
+    (["--format", "litert-int8"], "needs calibration data"),
+    (["--format", "litert", "--calibration", "data"], "only used by format litert-int8"),
+])
+def test_cli_refuses_bad_combinations_in_one_line(options, needle, tmp_path, capsys):
+    args = ["export", "--reg", str(tmp_path / "reg.keras"), "--out", str(tmp_path / "hpe"), *options]
+    assert main(args) == 2
+    assert_one_line_error(capsys.readouterr().err, needle)
+    assert not (tmp_path / "hpe").exists()
