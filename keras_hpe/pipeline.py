@@ -154,12 +154,13 @@ class HandPoseEstimator(tf.Module):
             joints = self.regression(depth, training=False)
         else:
             probs = self.segmentation(segmentation_input(depth_mm, center_d_mm, cube_mm), training=False)
-            labels = tf.cast(tf.argmax(probs, axis=-1), tf.uint8) + 1
+            # int32 until the final cast: LiteRT has no builtin uint8 add or select.
+            labels = tf.argmax(probs, axis=-1, output_type=tf.int32) + 1
             parts = tf.where(depth_mm > 0, labels, tf.zeros_like(labels))
             # The regression network learns from one-hot part maps, background all zeros (training.reg).
-            one_hot = tf.one_hot(tf.cast(parts, tf.int32) - 1, NUM_PARTS)
+            one_hot = tf.one_hot(parts - 1, NUM_PARTS)
             joints = self.regression({"depth": depth, "segmentation": one_hot}, training=False)
-            outputs["parts"] = parts
+            outputs["parts"] = tf.cast(parts, tf.uint8)
         camera = self.info.camera
         joints = tf.clip_by_value(tf.cast(joints, tf.float32), -MAX_CROP_UNITS, MAX_CROP_UNITS)
         joints_xyz = crop_to_joints(joints, uvd_to_xyz_tf(center_uvd, camera), cube_mm)
@@ -170,13 +171,15 @@ class HandPoseEstimator(tf.Module):
 
 def uvd_to_xyz_tf(uvd: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
     """`camera.uvd_to_xyz` in TF ops (float32), for graphs."""
-    u, v, d = tf.unstack(uvd, axis=-1)
+    # Slices, not tf.unstack: LiteRT renames a multi-output op's tensors, and the
+    # int8 export keeps the camera in float32 by tensor name (export._float_tensors).
+    u, v, d = uvd[..., 0], uvd[..., 1], uvd[..., 2]
     return tf.stack([(u - camera.cx) * d / camera.fx, (camera.cy - v) * d / camera.fy, d], axis=-1)
 
 
 def xyz_to_uvd_tf(xyz: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
     """`camera.xyz_to_uvd` in TF ops (float32), for graphs."""
-    x, y, z = tf.unstack(xyz, axis=-1)
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
     return tf.stack([camera.cx + x * camera.fx / z, camera.cy - y * camera.fy / z, z], axis=-1)
 
 
@@ -191,8 +194,8 @@ def load_estimator(
     The segmentation model defaults to the one named in the `.json` that
     training writes beside the regression model (`training.reg.load_pipeline`).
     """
+    from keras_hpe.models.loading import load_model
     from keras_hpe.training.reg import load_pipeline
-    from keras_hpe.training.seg import load_segmentation_model as load_keras_model
 
     variant = load_pipeline(regression_path, segmentation_path)
     if variant.refine_path is not None:
@@ -200,7 +203,5 @@ def load_estimator(
             f"{regression_path} is a {variant.variant} model (two regression steps), which the estimator "
             "does not run; use a direct, semi or full model"
         )
-    segmentation = None if variant.seg_path is None else load_keras_model(variant.seg_path)
-    if segmentation is not None and tuple(segmentation.outputs[0].shape[-1:]) != (NUM_PARTS,):
-        raise UserError(f"{variant.seg_path} is not a segmentation model (output {segmentation.outputs[0].shape})")
-    return HandPoseEstimator(load_keras_model(variant.model_path), segmentation, cube_mm, camera)
+    segmentation = None if variant.seg_path is None else load_model(variant.seg_path, "segmentation")
+    return HandPoseEstimator(load_model(variant.model_path, "regression"), segmentation, cube_mm, camera)

@@ -44,8 +44,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 import keras_hpe
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.outputs import atomic_path, folder_lock, write_text
 from keras_hpe.errors import UserError
+from keras_hpe.faults import crash_point
 from keras_hpe.restoration.index import DEFAULT_SEARCH_K, DEFAULT_TREES
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ DICTIONARY = "index"
 RESTORED = "restored"
 EVALUATION_FILE = "evaluation.json"
 ERRORS_FILE = "joint_errors.npz"
+COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 row, for the intervals
+SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
 FIGURES = "figures"
 REG_VARIANTS = ("direct", "cascade", "semi", "full")
 NYU_NO_LABELS = (
@@ -146,11 +149,12 @@ PLANS: dict[str, ReproducePlan] = {
         synth_frames=170000, synth_test_frames=5000, real_frames=NYU_TRAIN_FRAMES, real_test_frames=NYU_TEST_FRAMES,
         dictionary_trees=32, restore_workers=max(1, os.cpu_count() or 1), seg_weak_epochs=10,
     ),
-    # Tests and notebooks: 32 x 32 crops, a few dozen frames, one epoch per stage.
+    # Tests and notebooks: 32 x 32 crops, a few dozen frames, two epochs per training stage (the
+    # fewest that let a killed run resume from an epoch checkpoint).
     "tiny": ReproducePlan(
         name="tiny", preset="quick", size=32,
         synth_frames=48, synth_test_frames=16, real_frames=32, real_test_frames=16, shard_size=32,
-        dictionary_trees=2, search_k=50, restore_workers=1, seg_epochs=1, seg_weak_epochs=1, reg_epochs=1,
+        dictionary_trees=2, search_k=50, restore_workers=1, seg_epochs=2, seg_weak_epochs=2, reg_epochs=2,
         batch_size=16, fig5_frames=3, fig9_frames=6,
     ),
 }
@@ -231,11 +235,11 @@ def reproduce(
 
     stages = build_stages(plan, reports_dir=reports_dir, saved_models_dir=saved_models_dir, nyu_root=nyu_root,
                           sensor_config=sensor_config, seed=seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     records: dict[str, StageRecord] = {}
     fingerprints: dict[str, str] = {}
-    with tqdm(total=len(stages), unit="stage", desc="reproduce", position=0, disable=not progress) as bar:
+    # One reproduction per folder at a time: a second one gets a UserError instead of mixing stages.
+    with folder_lock(out_dir, "reproduction folder") as out_dir, \
+            tqdm(total=len(stages), unit="stage", desc="reproduce", position=0, disable=not progress) as bar:
         for stage in stages:
             bar.set_description(f"reproduce: {stage.name}")
             record, fingerprints[stage.name] = run_stage(stage, out_dir, fingerprints, records, progress)
@@ -269,13 +273,19 @@ def run_stage(
     final = out_dir / stage.name
     partial = out_dir / f"{stage.name}{PARTIAL_SUFFIX}"
     inputs = {name: records[name].folder for name in stage.inputs}
+    for folder in (final, partial):
+        if folder.exists() and not ((folder / STAGE_FILE).is_file() or (folder / PENDING_FILE).is_file()):
+            raise UserError(
+                f"{folder} exists and is not a stage folder of a reproduction (no {STAGE_FILE}); "
+                "move it away or choose another --out"
+            )
     done = _read_stage(final)
     if done is not None and _matches(done, key, stage):
         return StageRecord(stage.name, False, done["seconds"], final, done["result"]), done["fingerprint"]
     finished = _read_stage(partial)  # complete, but interrupted before the rename
     if finished is None or not _matches(finished, key, stage):
         pending = partial / PENDING_FILE
-        if partial.exists() and (not pending.is_file() or json.loads(pending.read_text()) != key):
+        if partial.exists() and _read_json(pending) != key:
             shutil.rmtree(partial)  # left by a run with other parameters or inputs: its state is not ours
         partial.mkdir(parents=True, exist_ok=True)
         write_text(pending, json.dumps(key, indent=2) + "\n")
@@ -288,6 +298,7 @@ def run_stage(
                     "result": _json_normal(result)}
         write_text(partial / STAGE_FILE, json.dumps(finished, indent=2) + "\n")
         (partial / PENDING_FILE).unlink()
+        crash_point("stage.done", stage.name)
     if final.exists():
         shutil.rmtree(final)
     os.replace(partial, final)
@@ -380,10 +391,15 @@ def build_stages(
 
 
 def headline_numbers(summary: dict) -> dict:
-    """The numbers a user looks at first, from summary.json (None where a stage did not run)."""
+    """The numbers a user looks at first, with the bounds of their 95 % intervals, from summary.json
+    (None where a stage did not run or has no interval)."""
 
     def get(table: str, row: str, column: str) -> float | None:
         return (summary.get(table, {}).get(row) or {}).get(column)
+
+    def bounds(name: str, table: str, row: str, column: str) -> dict[str, float | None]:
+        interval = get("intervals", table, row) or {}
+        return {f"{name}_{end}": (interval.get(column) or {}).get(end) for end in ("low", "high")}
 
     direct, full = get("table4", "direct", "mean_3d_mm"), get("table4", "full", "mean_3d_mm")
     synthetic, weak = get("table3", "synthetic_only", "per_pixel"), get("table3", "semi_weak", "per_pixel")
@@ -392,8 +408,11 @@ def headline_numbers(summary: dict) -> dict:
         "direct_mean_3d_mm": direct,
         "full_mean_3d_mm": full,
         "full_vs_direct_3d_percent": None if None in (direct, full) else 100.0 * (full - direct) / direct,
+        **bounds("full_vs_direct_3d_percent", "table4", "full", "change_3d_vs_direct_percent"),
         "stage2_gain_per_pixel_points": None if None in (synthetic, weak) else weak - synthetic,
+        **bounds("stage2_gain_per_pixel_points", "table3", "semi_weak", "per_pixel_vs_synthetic_only"),
         "restoration_gain_per_pixel_points": None if None in (raw, restored) else restored - raw,
+        **bounds("restoration_gain_per_pixel_points", "table2", "integrate", "per_pixel_vs_none"),
     }
 
 
@@ -426,12 +445,16 @@ def _run_nyu(work: Path, inputs: dict[str, Path], params: dict, progress: bool) 
 
 
 def _run_seg_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config) -> dict:
-    from keras_hpe.training.seg import train_segmentation
+    from keras_hpe.evaluation.segmentation import save_frame_counts
+    from keras_hpe.training.seg import accuracy_summary, evaluate_model, load_segmentation_model, train_segmentation
 
     result = train_segmentation(inputs["synth"] / DATA, work, config, val_dir=inputs["synth_test"] / DATA,
                                 epochs=params["seg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
                                 progress=progress)
-    return {"model": result.model_path.name, "synth_test": result.metrics.get("val")}
+    # Scored again here for the per-frame counts behind stage 1's interval (the metrics JSON keeps totals only).
+    scores = evaluate_model(load_segmentation_model(result.model_path), inputs["synth_test"] / DATA)[0]
+    save_frame_counts(work / SYNTH_TEST_COUNTS_FILE, {"synth_test": scores.frame_counts})
+    return {"model": result.model_path.name, "synth_test": {**accuracy_summary(scores), "hand_iou": scores.hand_iou}}
 
 
 def _run_dictionary(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
@@ -489,8 +512,9 @@ def _run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: b
     """Tables 2-4 on the real test split, the success curves' errors and the picture figures."""
     from keras_hpe.data.dataset import load_frames, read_manifest
     from keras_hpe.evaluation.restoration import table2_scores, table3_scores
-    from keras_hpe.evaluation.segmentation import plot_per_part_accuracy
+    from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
     from keras_hpe.reports.figures import plot_pose_montage, sample_frames
+    from keras_hpe.reports.tables import segmentation_percent
     from keras_hpe.training.reg import evaluate_regression, load_pipeline
 
     real_test = inputs["real_test"] / DATA
@@ -501,12 +525,14 @@ def _run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: b
     figures_dir.mkdir()
     evaluation: dict = {"table2": None, "table3": None, "table4": {}, "not_run": {}, "frames": manifest.count}
     figures: dict[str, str] = {}
+    counts = {}
     if "labels" in manifest.fields:
         table2 = table2_scores(seg_synth, index_dir, real_test, params["table2_methods"], patch=params["patch"],
                                window=params["window"], workers=workers, progress=progress)
         table3 = table3_scores(seg_synth, seg_weak, real_test)
-        evaluation["table2"] = {method: _percent(scores) for method, scores in table2.items()}
-        evaluation["table3"] = {row: _percent(scores) for row, scores in table3.items()}
+        for name, rows in (("table2", table2), ("table3", table3)):
+            evaluation[name] = {row: segmentation_percent(scores, row) for row, scores in rows.items()}
+            counts.update({f"{name}/{row}": scores.frame_counts for row, scores in rows.items()})
         figures["fig6"] = plot_per_part_accuracy(
             {"synthetic only": table3["synthetic_only"], "semi/weakly supervised": table3["semi_weak"]},
             figures_dir / "fig6_per_part_accuracy.png").name
@@ -525,6 +551,7 @@ def _run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: b
         errors_mm[variant] = errors.errors_mm
         pred_full_uvd = pred_uvd if variant == "full" else pred_full_uvd
     np.savez(work / ERRORS_FILE, **errors_mm)
+    save_frame_counts(work / COUNTS_FILE, counts)
     frames = sample_frames(manifest.count, params["fig9_frames"], params["seed"])
     arrays = load_frames(real_test, frames, ["depth_mm", "center_uvd", "joints_uvd"])
     figures["fig9"] = plot_pose_montage(
@@ -568,6 +595,7 @@ def _run_export(work: Path, inputs: dict[str, Path], params: dict, progress: boo
 def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
     """write_report into the reports folder, with the figures copied beside it."""
     from keras_hpe.data.dataset import read_manifest
+    from keras_hpe.evaluation.segmentation import load_frame_counts
     from keras_hpe.reports.report import write_report
     from keras_hpe.reports.tables import TABLE4_METHODS
     from keras_hpe.restoration.index import DictionaryMeta
@@ -579,9 +607,15 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
         figures[name] = reports_dir / FIGURES / file
         with atomic_path(figures[name]) as tmp:
             shutil.copyfile(inputs["evaluate"] / FIGURES / file, tmp)
-    with np.load(inputs["evaluate"] / ERRORS_FILE) as errors_mm:
-        curves = {TABLE4_METHODS[variant]: _joint_errors(values, errors_mm[variant])
-                  for variant, values in evaluation["table4"].items()}
+    with np.load(inputs["evaluate"] / ERRORS_FILE) as errors_file:
+        errors_mm = {variant: errors_file[variant] for variant in evaluation["table4"]}
+    curves = {TABLE4_METHODS[variant]: _joint_errors(values, errors_mm[variant])
+              for variant, values in evaluation["table4"].items()}
+    # Folders of earlier versions have no per-frame counts: their segmentation verdicts are "not checked".
+    counts_file, stage1_file = inputs["evaluate"] / COUNTS_FILE, inputs["seg_synth"] / SYNTH_TEST_COUNTS_FILE
+    counts = load_frame_counts(counts_file) if counts_file.is_file() else {}
+    table_counts = {table: {name.split("/", 1)[1]: value for name, value in counts.items()
+                            if name.startswith(f"{table}/")} for table in ("table2", "table3")}
     stages = {name: json.loads((folder / STAGE_FILE).read_text()) for name, folder in inputs.items()}
     manifests = {name: _manifest_dict(read_manifest(inputs[name] / DATA))
                  for name in ("synth", "synth_test", "real", "real_test")}
@@ -604,6 +638,10 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
         table2=evaluation["table2"],
         table3=evaluation["table3"],
         table4={variant: values for variant, values in evaluation["table4"].items()},
+        stage1_counts=load_frame_counts(stage1_file)["synth_test"] if stage1_file.is_file() else None,
+        table2_counts=table_counts["table2"],
+        table3_counts=table_counts["table3"],
+        table4_errors_mm=errors_mm,
         curves=curves,
         seconds={name: stage["seconds"] for name, stage in stages.items()},
         manifests=manifests,
@@ -614,11 +652,6 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
-
-
-def _percent(scores) -> dict[str, float]:
-    """A `SegmentationScores` as Table 2/3's plain numbers (%)."""
-    return {"per_pixel": 100.0 * scores.per_pixel_accuracy, "per_class": 100.0 * scores.mean_class_accuracy}
 
 
 def _joint_errors(values: dict, errors_mm: np.ndarray):
@@ -637,13 +670,21 @@ def _manifest_dict(manifest) -> dict:
 
 
 def _read_stage(folder: Path) -> dict | None:
-    path = folder / STAGE_FILE
-    if not path.is_file():
-        return None
+    values = _read_json(folder / STAGE_FILE)
+    required = ("seconds", "fingerprint", "result")
+    return values if isinstance(values, dict) and all(name in values for name in required) else None
+
+
+def _read_json(path: Path) -> object:
+    """The JSON value in `path`, or None if it is missing or unreadable.
+
+    Stage files are never written half (atomic); a damaged or hand-edited one counts as absent,
+    so its stage runs again.
+    """
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return None  # never written half (atomic), but a hand-edited file is treated as absent
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
 
 
 def _matches(done: dict, key: dict, stage: Stage) -> bool:

@@ -10,6 +10,20 @@ import pytest  # noqa: E402
 TINY_SIZE = 32
 
 
+def visible_lines(text: str) -> list[str]:
+    """The lines a terminal shows for `text`: a carriage return overwrites its line (progress bars)."""
+    lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.split("\n")]
+    return [line for line in lines if line]
+
+
+def assert_one_line_error(stderr: str, needle: str = "") -> str:
+    """`stderr` shows exactly one line, the CLI's error, containing `needle`; returns it."""
+    lines = visible_lines(stderr)
+    assert len(lines) == 1 and lines[0].startswith("keras-hpe: error: "), stderr
+    assert needle in lines[0] and "Traceback" not in stderr, stderr
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """48 synthetic frames with dense labels."""

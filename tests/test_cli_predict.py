@@ -1,6 +1,7 @@
 """`keras-hpe predict` on NYU-format PNGs and .npy depth images."""
 
 import argparse
+import io
 import json
 
 import keras
@@ -82,6 +83,12 @@ def test_given_centres_are_used(setup, tmp_path):
     np.testing.assert_allclose(frame["joints_xyz_mm"], expected, atol=1e-2)
 
 
+def _npz_bytes() -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, depth_mm=np.ones((480, 640), np.float32))
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize(
     "name, content, message",
     [
@@ -91,6 +98,12 @@ def test_given_centres_are_used(setup, tmp_path):
         ("nan.npy", np.where(np.eye(480, 640) > 0, np.nan, 500).astype(np.float32), "NaN"),
         ("negative.npy", np.full((480, 640), -5.0, np.float32), "negative"),
         ("depth.txt", b"1 2 3", "unsupported"),
+        ("zero_bytes.npy", b"", "empty, truncated or damaged"),
+        ("archive.npy", _npz_bytes(), "got an .npz archive"),
+        ("huge.npy", np.full((480, 640), 1e30), "above 65535 mm"),
+        ("float32_max.npy", np.full((480, 640), 3e38, np.float32), "above 65535 mm"),
+        ("far.npy", np.full((480, 640), 60000, np.uint16), "60000 mm deep, outside any depth camera's range"),
+        ("near.npy", np.full((480, 640), 50.0, np.float32), "50 mm deep, outside any depth camera's range"),
     ],
 )
 def test_bad_inputs_are_one_line_user_errors(setup, tmp_path, name, content, message):
@@ -104,3 +117,20 @@ def test_bad_inputs_are_one_line_user_errors(setup, tmp_path, name, content, mes
         _run(root, path, "--out", tmp_path / "out")
     assert str(path) in str(error.value) and "\n" not in str(error.value)
     assert not (tmp_path / "out" / "joints.json").exists()
+
+
+@pytest.mark.parametrize("depth_mm, shown", [(1e30, "1e+30"), (60000.0, "60000"), (50.0, "50")])
+def test_given_centres_outside_the_depth_range_are_refused(setup, tmp_path, capsys, depth_mm, shown):
+    from conftest import assert_one_line_error
+
+    from keras_hpe.cli.main import main
+
+    root, inputs = setup
+    centers = tmp_path / "centres.json"
+    centers.write_text(json.dumps({inputs[0].name: [320.0, 240.0, depth_mm]}))
+    argv = ["predict", "--seg", root / "seg.keras", "--reg", root / "reg.keras", "--centers", centers,
+            "--out", tmp_path / "out", inputs[0]]
+    assert main([str(a) for a in argv]) == 2
+    line = assert_one_line_error(capsys.readouterr().err, f"centres file {centers}: the centre of {inputs[0].name!r}")
+    assert f"is {shown} mm deep, outside any depth camera's range (100 mm to 10 m)" in line
+    assert not (tmp_path / "out").exists()

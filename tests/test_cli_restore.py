@@ -72,7 +72,7 @@ def one_line_error(capsys, *argv):
 def test_a_dictionary_with_another_patch_size_is_refused(work, sensor_dir, tmp_path, capsys):
     err = one_line_error(capsys, "restore", "--model", work / "seg32.keras", "--index", work / "dict5",
                          "--data", sensor_dir, "--out", tmp_path / "out")
-    assert "patch size 5" in err and "expects 7" in err
+    assert "patch size 5" in err and "--patch is 7" in err
     assert not (tmp_path / "out").exists()
 
 

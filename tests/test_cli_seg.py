@@ -5,7 +5,11 @@ import json
 
 import pytest
 
+from conftest import assert_one_line_error
+from interruptions import Interrupt, StopAfter
 from keras_hpe.cli import main as cli_main
+from keras_hpe.presets import get_preset
+from keras_hpe.training.seg import train_segmentation
 
 MODULES = ("keras_hpe.cli.train", "keras_hpe.cli.evaluate_seg")
 
@@ -82,6 +86,18 @@ def test_train_seg_bad_batch_is_a_user_error(synth_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "seg", "--data", synth_dir, "--out", tmp_path / "out", "--batch", "0",
                            "--quiet")
     assert code == 2 and "batch size" in err
+
+
+def test_rerunning_an_interrupted_run_with_another_seed_is_a_one_line_error(synth_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(Interrupt):
+        train_segmentation(synth_dir, out, get_preset("quick").seg, epochs=2, batch_size=16, progress=False,
+                           callbacks=[StopAfter(epoch=1, batch=0)])
+    options = ["train", "seg", "--data", synth_dir, "--out", out, "--epochs", "2", "--batch", "16", "--quiet"]
+    code, _, err = run_cli(capsys, *options, "--seed", "1")
+    assert code == 2
+    line = assert_one_line_error(err, str(out))
+    assert "different: seed" in line and f"delete {out / 'backup' / 'seg'}" in line
 
 
 def test_every_option_has_help():

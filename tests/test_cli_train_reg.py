@@ -4,11 +4,15 @@ import argparse
 import json
 
 import keras
+import numpy as np
 import pytest
 
+from conftest import assert_one_line_error
 from keras_hpe.cli import evaluate_reg, main
 from keras_hpe.cli.train_reg import add_reg_parser
+from keras_hpe.data.dataset import generate_dataset
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.outputs import folder_lock
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -25,6 +29,19 @@ def _parser() -> argparse.ArgumentParser:
 def cli(monkeypatch):
     monkeypatch.setattr(main, "build_parser", _parser)
     return main.main
+
+
+@pytest.fixture(scope="module")
+def depth_only(tmp_path_factory):
+    """A 32 x 32 data set of depth and crop centres only: no joints to regress or score."""
+    def make_shard(rng, count):
+        return {"depth_mm": rng.uniform(500, 700, (count, 32, 32)).astype("float32"),
+                "center_uvd": np.tile(np.float32([320, 240, 600]), (count, 1))}
+
+    out = tmp_path_factory.mktemp("data") / "depth_only"
+    generate_dataset(out, 4, make_shard=make_shard, domain="sensor", size=32, seed=0,
+                     fields=["depth_mm", "center_uvd"], progress=False)
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -66,12 +83,28 @@ def test_train_then_evaluate(cli, sensor_dir, tmp_path, capsys):
         (["train", "reg", "--variant", "direct", "--data", "{tmp}/nothing", "--out", "{tmp}/o"], "does not exist"),
         (["train", "reg", "--variant", "sideways", "--data", "{data}", "--out", "{tmp}/o"], "variant"),
         (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--epochs", "0"], "epochs"),
+        (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o/a", "--val", "{depth_only}"],
+         "joints_xyz"),
+        (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--val", "{tmp}/nothing"],
+         "does not exist"),
+        (["train", "reg", "--variant", "semi", "--data", "{data}", "--out", "{tmp}/o/a", "--seg", "{tmp}/none.keras"],
+         "does not exist"),
+        (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--seed", "-1"], "seed"),
         (["evaluate-reg", "--model", "{tmp}/none.keras", "--data", "{data}"], "does not exist"),
-        (["evaluate-reg", "--model", "{seg}", "--data", "{data}"], "48x48"),
+        (["evaluate-reg", "--model", "{seg}", "--data", "{data}"], "is a segmentation model"),
     ],
 )
-def test_bad_inputs_exit_2_with_one_line(cli, sensor_dir, seg48, tmp_path, capsys, argv, message):
-    values = {"data": sensor_dir, "tmp": tmp_path, "seg": seg48}
+def test_bad_inputs_exit_2_with_one_line(cli, sensor_dir, seg48, depth_only, tmp_path, capsys, argv, message):
+    values = {"data": sensor_dir, "tmp": tmp_path, "seg": seg48, "depth_only": depth_only}
     assert cli([arg.format(**values) for arg in argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("keras-hpe: error:") and message in err[0]
+    assert not (tmp_path / "o").exists()  # a failed training leaves no --out folder
+
+
+def test_a_second_training_into_a_locked_folder_is_a_one_line_error(cli, sensor_dir, tmp_path, capsys):
+    with folder_lock(tmp_path / "out"):
+        code = cli(["train", "reg", "--variant", "direct", "--data", str(sensor_dir), "--out", str(tmp_path / "out"),
+                    "--quiet"])
+    assert code == 2
+    assert_one_line_error(capsys.readouterr().err, f"{tmp_path / 'out'} is being written by another process")

@@ -1,6 +1,8 @@
 """The Annoy Hamming dictionary: build, meta.json, queries, load errors."""
 
 import json
+import re
+import shutil
 
 import numpy as np
 import pytest
@@ -103,3 +105,94 @@ def test_same_seed_same_answers(built, tmp_path):
     first = PatchIndex.load(out, patch=5).query(queries, k=2, exact_lookup=False)
     second = PatchIndex.load(again, patch=5).query(queries, k=2, exact_lookup=False)
     assert np.array_equal(first[0], second[0]) and np.array_equal(first[1], second[1])
+
+
+def _copy(out, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    return copy
+
+
+def test_patch_size_mismatch_names_the_option_and_both_sizes(built):
+    _, out, _ = built
+    with pytest.raises(UserError, match=r"patch size 5, but --patch is 7: give --patch 5"):
+        PatchIndex.load(out, patch=7)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"bits": 24 * 21}, "'bits' must be patch x patch x num_labels = 525"),
+        ({"patch": "5"}, "'patch' must be an integer >= 1"),
+        ({"patch": 4, "bits": 16 * 21}, "'patch' must be odd"),
+        ({"num_labels": 20, "bits": 25 * 20}, "'num_labels' must be 21"),
+        ({"patches_unique": 10**9}, "'patches_unique' must be at most patches_total"),
+        ({"n_trees": 0}, "'n_trees' must be an integer >= 1"),
+        ({"encoding": None}, "'encoding' must be a string"),
+        ({"index_file": "../patches.ann"}, "'index_file' must be a file name in the dictionary folder"),
+        ({"build_seconds": 3}, "'build_seconds' must be an object"),
+        ({"index_bytes": None}, "'index_bytes' must be an integer >= 1"),
+    ],
+)
+def test_meta_values_are_checked(built, tmp_path, change, message):
+    _, out, _ = built
+    copy = _copy(out, tmp_path)
+    values = json.loads((copy / "meta.json").read_text())
+    (copy / "meta.json").write_text(json.dumps({**values, **change}))
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        PatchIndex.load(copy, patch=values["patch"] if "patch" not in change else 5)
+    assert str(copy / "meta.json") in str(error.value)
+
+
+@pytest.mark.parametrize("content, message", [("[1]", "unknown format 'list'"), ("\udcff", "not valid JSON")])
+def test_meta_json_must_be_an_object(built, tmp_path, content, message):
+    copy = _copy(built[1], tmp_path)
+    (copy / "meta.json").write_bytes(content.encode(errors="surrogateescape"))
+    with pytest.raises(UserError, match=message):
+        PatchIndex.load(copy, patch=5)
+
+
+def test_meta_without_the_index_size_is_refused(built, tmp_path):
+    copy = _copy(built[1], tmp_path)
+    values = json.loads((copy / "meta.json").read_text())
+    del values["index_bytes"]
+    (copy / "meta.json").write_text(json.dumps(values))
+    with pytest.raises(UserError, match="lacks the key.s. index_bytes: rebuild the dictionary"):
+        PatchIndex.load(copy, patch=5)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-64])
+
+
+@pytest.mark.parametrize(
+    "name, damage, message",
+    [
+        ("patches.npy", lambda path: path.write_bytes(b""), "not a readable .npy array"),
+        ("patches.npy", _truncate, "not a readable .npy array"),
+        ("counts.npy", lambda path: np.save(path, np.ones(3, np.int32)), "is int32(3,), meta.json expects int64"),
+        ("counts.npy", lambda path: np.save(path, np.zeros_like(np.load(path))), "counts (each >= 1) must sum"),
+        ("patches.npy", lambda path: np.save(path, np.load(path) + 21), "part ids 0..20"),
+        ("patches.ann", _truncate, "truncated or from another build"),
+        ("patches.ann", lambda path: path.write_bytes(b""), "truncated or from another build"),
+    ],
+)
+def test_damaged_dictionary_files_are_named(built, tmp_path, name, damage, message):
+    copy = _copy(built[1], tmp_path)
+    damage(copy / name)
+    with pytest.raises(UserError, match=re.escape(message)) as error:
+        PatchIndex.load(copy, patch=5)
+    assert str(copy / name) in str(error.value)
+
+
+def test_annoy_item_count_must_match_the_meta(built, tmp_path):
+    maps, out, _ = built
+    other = tmp_path / "other"
+    build_dictionary(maps[:1], other, patch=5, n_trees=4, progress=False)
+    copy = _copy(out, tmp_path)
+    shutil.copyfile(other / "patches.ann", copy / "patches.ann")
+    values = json.loads((copy / "meta.json").read_text())
+    values["index_bytes"] = (other / "patches.ann").stat().st_size
+    (copy / "meta.json").write_text(json.dumps(values))
+    with pytest.raises(UserError, match=f"holds {len(np.load(other / 'counts.npy'))} patches, meta.json says"):
+        PatchIndex.load(copy, patch=5)

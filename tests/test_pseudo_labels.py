@@ -136,3 +136,17 @@ def test_an_existing_folder_is_not_replaced(seg_model_path, dictionary_dir, sens
 def test_no_restoration_accepts_nothing(seg_model_path, dictionary_dir, sensor_dir, tmp_path):
     with pytest.raises(UserError, match="improved"):
         restore_dataset(seg_model_path, dictionary_dir, sensor_dir, tmp_path / "out", method="none", progress=False)
+
+
+@pytest.mark.parametrize("job", ["integrate", {"window": 3}, {"method": 5}])
+def test_a_restored_manifest_needs_its_restoration_job(tmp_path, job):
+    from keras_hpe.data.dataset import generate_dataset
+    from keras_hpe.restoration.pseudo_labels import read_restored_manifest
+
+    def make_shard(rng, count):
+        return {"depth_mm": np.ones((count, 4, 4), np.float32), "labels": np.ones((count, 4, 4), np.uint8)}
+
+    generate_dataset(tmp_path / "d", 2, make_shard=make_shard, domain="sensor", size=4, seed=0,
+                     fields=("depth_mm", "labels"), params={"restoration": job}, progress=False)
+    with pytest.raises(UserError, match="is not a restored data set"):
+        read_restored_manifest(tmp_path / "d")

@@ -40,7 +40,7 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     assert code == 0
     assert (paths["reports"] / "README.md").is_file()
     summary = json.loads((paths["reports"] / "summary.json").read_text())
-    assert set(summary) == {"table2", "table3", "table4", "seconds"}
+    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
     assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}
@@ -123,7 +123,7 @@ def test_a_changed_upstream_stage_reruns_its_downstream_and_an_interrupted_one_r
 
 
 @pytest.mark.parametrize("change, stages", [
-    ({"reg_epochs": 2}, {"reg_direct", "reg_cascade", "reg_semi", "reg_full", "report"}),
+    ({"reg_epochs": 3}, {"reg_direct", "reg_cascade", "reg_semi", "reg_full", "report"}),
     ({"seg_weak_epochs": 3}, {"seg_weak", "report"}),
     ({"restore_workers": 2}, {"report"}),  # workers do not change any artefact
 ])

@@ -1,6 +1,7 @@
 """Stage 2: the 9 : 1 mix of synthetic and restored real frames, fine-tuning, resume and bad inputs."""
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.outputs import folder_lock
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
 from keras_hpe.restoration.pseudo_labels import restore_dataset
 from keras_hpe.training.inputs import seg_dataset
@@ -55,27 +57,54 @@ def test_mix_is_deterministic_given_the_seed_and_checks_its_odds(synth_dir, sens
         mixed_seg_dataset(synth_dir, sensor_eval_dir, 8, 2, size=32, synth_weight=1.0)
 
 
-def test_fine_tuning_writes_the_model_and_a_killed_run_resumes(seg_model_path, synth_dir, restored_dir, sensor_eval_dir,
-                                                               tmp_path):
+AUGMENTED = replace(TINY_TRAINING, augment=AugmentConfig(10.0, 0.05))
+
+
+def test_fine_tuning_writes_the_model_and_a_killed_run_resumes_exactly(seg_model_path, synth_dir, restored_dir,
+                                                                        sensor_eval_dir, tmp_path):
+    def fine_tune(out, **kwargs):
+        return train_segmentation_weak(seg_model_path, synth_dir, restored_dir, out, AUGMENTED, epochs=2,
+                                       val_dir=sensor_eval_dir, progress=False, **kwargs)
+
+    reference = fine_tune(tmp_path / "reference")
     out = tmp_path / "weak"
     with pytest.raises(Interrupt):
-        train_segmentation_weak(seg_model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2, progress=False,
-                                callbacks=[StopAfter(epoch=1, batch=1)])
+        fine_tune(out, callbacks=[StopAfter(epoch=1, batch=1)])
     assert (out / BACKUP_DIR / FIT_NAME).is_dir() and not (out / MODEL_NAME).exists()
     record = RecordEpochs()
-    result = train_segmentation_weak(seg_model_path, synth_dir, restored_dir, out, TINY_TRAINING, epochs=2,
-                                     val_dir=sensor_eval_dir, progress=False, callbacks=[record])
+    result = fine_tune(out, callbacks=[record])
     assert record.epochs == [1]  # epoch 0 was done before the kill
     steps = int(np.ceil(48 / 0.9 / 16))
     fine_tuned = keras.saving.load_model(result.model_path)
     assert int(fine_tuned.optimizer.iterations) == 2 * steps
     initial = keras.saving.load_model(seg_model_path)
     assert any(not np.allclose(a, b) for a, b in zip(initial.get_weights(), fine_tuned.get_weights()))
+    weights = zip(fine_tuned.get_weights(), keras.saving.load_model(reference.model_path).get_weights())
+    assert all(np.array_equal(a, b) for a, b in weights)  # exactly the uninterrupted run's
     metrics = json.loads((out / METRICS_NAME).read_text())
     assert metrics["steps_per_epoch"] == steps and metrics["synth_weight"] == 0.9
     assert len(metrics["history"]["loss"]) == 2 and metrics["restored"]["method"] == "integrate"
+    assert metrics["history"] == reference.metrics["history"] and metrics["val"] == reference.metrics["val"]
     assert 0.0 <= metrics["val"]["per_pixel_accuracy"] <= 1.0
     assert not (out / BACKUP_DIR / FIT_NAME).exists()
+
+
+def test_resuming_with_other_settings_or_into_a_locked_folder_is_refused(seg_model_path, synth_dir, restored_dir,
+                                                                         tmp_path):
+    def fine_tune(**kwargs):
+        return train_segmentation_weak(seg_model_path, synth_dir, restored_dir, tmp_path, TINY_TRAINING, epochs=2,
+                                       progress=False, **kwargs)
+
+    with pytest.raises(Interrupt):
+        fine_tune(callbacks=[StopAfter(epoch=1, batch=0)])
+    with pytest.raises(UserError, match=rf"{tmp_path}.*different: synth_weight\b.*delete"):
+        fine_tune(synth_weight=0.8)
+    with pytest.raises(UserError, match=r"different: seed\b"):
+        fine_tune(seed=2)
+    with folder_lock(tmp_path):
+        with pytest.raises(UserError, match="another process"):
+            fine_tune()
+    assert (tmp_path / BACKUP_DIR / FIT_NAME / "state.json").is_file()
 
 
 def test_a_set_not_made_by_restore_is_refused(seg_model_path, synth_dir, sensor_eval_dir, tmp_path):

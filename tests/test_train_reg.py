@@ -1,6 +1,7 @@
 """Stage 3: regression training per variant, resume, coordinates back to mm, bad inputs."""
 
 import json
+from dataclasses import replace
 
 import keras
 import numpy as np
@@ -13,9 +14,10 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints, plot_success_curves
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
-from keras_hpe.presets import RegTrainingConfig
+from keras_hpe.outputs import folder_lock
+from keras_hpe.presets import AugmentConfig, RegTrainingConfig
 from keras_hpe.training import reg
-from keras_hpe.training.fit import BACKUP_DIR
+from keras_hpe.training.fit import BACKUP_DIR, LOG_DIR
 from keras_hpe.training.reg import (
     MeanJointErrorMM,
     RegressionPipeline,
@@ -188,21 +190,80 @@ def test_batch_norm_statistics_are_averages_over_training_batches():
     assert first.momentum == 0.9 and second.momentum == 0.99
 
 
-def test_interrupted_run_resumes(sensor_dir, tmp_path):
-    class Interrupt(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
+class StopAtBatch(keras.callbacks.Callback):
+    """Raise KeyboardInterrupt after the `count`-th training batch of a run, counted over all its fits and epochs."""
+
+    def __init__(self, count):
+        super().__init__()
+        self.count, self.seen = count, 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seen += 1
+        if self.seen == self.count:
             raise KeyboardInterrupt
 
-    config = RegTrainingConfig(model=TINY.model, batch_size=16, epochs=2)
+
+TWO_EPOCHS = RegTrainingConfig(model=TINY.model, batch_size=16, epochs=2, augment=AugmentConfig(10.0, 0.05))
+RUNS = {"direct": {}, "cascade": {}, "full": {"head": "shared"}}  # full: with --seg
+
+
+def _train(variant, out, seg_model, sensor_dir, sensor_eval_dir, **kwargs):
+    seg = {"seg_path": seg_model} if variant in ("semi", "full") else {}
+    return train_regression(sensor_dir, out, variant, TWO_EPOCHS, val_dir=sensor_eval_dir, progress=False,
+                            **RUNS[variant], **seg, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(sensor_dir, sensor_eval_dir, seg_model, tmp_path_factory):
+    """Each variant of `RUNS` trained two epochs (augmented, validated) without interruption, once."""
+    return {variant: _train(variant, tmp_path_factory.mktemp(f"reference_{variant}"), seg_model, sensor_dir,
+                            sensor_eval_dir) for variant in RUNS}
+
+
+# 32 frames in batches of 16: 2 batches per epoch, 4 per step; the cascade's second step starts at batch 5.
+@pytest.mark.parametrize("variant, kill_at_batch", [
+    ("direct", 3),  # mid-epoch 2
+    ("cascade", 3),  # mid-epoch 2 of the first step
+    ("cascade", 7),  # mid-epoch 2 of the second step
+    ("full", 3),
+])
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(uninterrupted, sensor_dir, sensor_eval_dir, seg_model,
+                                                           tmp_path, variant, kill_at_batch):
     with pytest.raises(KeyboardInterrupt):
-        train_regression(sensor_dir, tmp_path, "direct", config, progress=False, callbacks=[Interrupt()])
-    assert (tmp_path / BACKUP_DIR / "reg_direct").exists() and not (tmp_path / "reg_direct.keras").exists()
-    result = train_regression(sensor_dir, tmp_path, "direct", config, progress=False)
-    # Resumed in epoch 1: a restart from scratch would have logged epochs 0, 0, 1.
-    rows = (tmp_path / "logs" / "reg_direct.csv").read_text().strip().splitlines()
-    assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
-    assert len(result.metrics["history"]["reg_direct"]["loss"]) == 2
-    assert not (tmp_path / BACKUP_DIR / "reg_direct").exists()
+        _train(variant, tmp_path, seg_model, sensor_dir, sensor_eval_dir, callbacks=[StopAtBatch(kill_at_batch)])
+    assert (tmp_path / BACKUP_DIR).is_dir() and not (tmp_path / f"reg_{variant}.json").exists()
+    resumed = _train(variant, tmp_path, seg_model, sensor_dir, sensor_eval_dir)
+    reference = uninterrupted[variant]
+    assert [path.name for path in resumed.model_paths] == [path.name for path in reference.model_paths]
+    for mine, theirs in zip(resumed.model_paths, reference.model_paths):
+        weights = zip(keras.saving.load_model(mine).get_weights(), keras.saving.load_model(theirs).get_weights())
+        assert all(np.array_equal(a, b) for a, b in weights), mine.name
+    for key in ("history", "val"):
+        assert resumed.metrics[key] == reference.metrics[key], key
+    # The CSV logs hold every epoch once, also those before the kill.
+    for step, history in resumed.metrics["history"].items():
+        rows = (tmp_path / LOG_DIR / f"{step}.csv").read_text().splitlines()
+        assert [row.split(",")[0] for row in rows[1:]] == ["0", "1"]
+        assert len(history["loss"]) == 2
+    assert not (tmp_path / BACKUP_DIR).exists()
+
+
+def test_resuming_with_another_seed_is_refused(sensor_dir, tmp_path):
+    config = replace(TWO_EPOCHS, augment=AugmentConfig())
+    with pytest.raises(KeyboardInterrupt):
+        train_regression(sensor_dir, tmp_path, "direct", config, progress=False, callbacks=[StopAtBatch(3)])
+    with pytest.raises(UserError, match=rf"{tmp_path}.*different: seed\b.*delete"):
+        train_regression(sensor_dir, tmp_path, "direct", config, seed=1, progress=False)
+    with pytest.raises(UserError, match=r"different: config\.learning_rate\b"):
+        train_regression(sensor_dir, tmp_path, "direct", replace(config, learning_rate=1e-3), progress=False)
+    assert (tmp_path / BACKUP_DIR / "reg_direct").is_dir()  # the interrupted run's state is kept
+
+
+def test_a_second_training_into_a_locked_folder_is_refused(sensor_dir, tmp_path):
+    with folder_lock(tmp_path / "out"):
+        with pytest.raises(UserError, match="another process"):
+            train_regression(sensor_dir, tmp_path / "out", "direct", TINY, progress=False)
+    assert not (tmp_path / "out" / "reg_direct.keras").exists()
 
 
 def test_bad_inputs(sensor_dir, seg_model, tmp_path):

@@ -2,6 +2,10 @@
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import replace
 
 import keras
@@ -9,9 +13,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_hpe import faults
 from keras_hpe.data.dataset import load_arrays
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.outputs import folder_lock
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig, get_preset
 from keras_hpe.training.inputs import augment_batch, seg_dataset, transform_images, transform_joints
 from keras_hpe.training.fit import BACKUP_DIR, LOG_DIR
@@ -83,10 +89,13 @@ def test_augmentation_keeps_labels_on_depth(synth_dir):
     )
     depth, labels = out["depth_mm"].numpy(), out["labels"].numpy()
     assert not np.array_equal(labels, arrays["labels"])
-    # Nearest neighbour on both: no blended depth, labels only where there is depth.
-    np.testing.assert_array_equal(depth > 0, labels > 0)
-    assert set(np.unique(labels)) <= set(np.unique(arrays["labels"]))
-    assert np.isin(depth[depth > 0], arrays["depth_mm"][arrays["depth_mm"] > 0]).all()
+    # Nearest neighbour on both, sampled at the same places: every output pixel's (depth, label) pair is a
+    # pixel of its input frame (no blended depth, no label moved off its depth; the arm keeps label 0).
+    assert (depth[labels > 0] > 0).all()
+    for frame in range(len(depth)):
+        pairs = set(zip(arrays["depth_mm"][frame].ravel().tolist(), arrays["labels"][frame].ravel().tolist()))
+        assert set(zip(depth[frame].ravel().tolist(), labels[frame].ravel().tolist())) <= pairs
+    assert ((depth > 0) & (labels == 0)).any()  # the synthetic forearm: depth, not hand
 
 
 def test_one_epoch_writes_model_metrics_and_logs(synth_dir, tmp_path):
@@ -114,21 +123,106 @@ def test_training_lowers_the_loss(synth_dir, tmp_path):
     assert "val_loss" not in result.metrics["history"]  # no validation set, no empty column
 
 
-def test_killed_run_resumes_from_the_backup(synth_dir, tmp_path):
-    out = tmp_path / "run"
-    config = replace(TINY_TRAINING, epochs=2, augment=AugmentConfig())
+def _weights_equal(a, b) -> bool:
+    weights = list(zip(keras.saving.load_model(a).get_weights(), keras.saving.load_model(b).get_weights()))
+    return bool(weights) and all(np.array_equal(x, y) for x, y in weights)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(synth_dir, tmp_path_factory):
+    """Two augmented, validated epochs of `TINY_TRAINING`, never interrupted."""
+    config = replace(TINY_TRAINING, epochs=2)
+    return train_segmentation(synth_dir, tmp_path_factory.mktemp("reference"), config, val_dir=synth_dir,
+                              progress=False)
+
+
+def test_an_uninterrupted_run_is_repeatable(uninterrupted, synth_dir, tmp_path):
+    again = train_segmentation(synth_dir, tmp_path, replace(TINY_TRAINING, epochs=2), val_dir=synth_dir,
+                               progress=False)
+    assert _weights_equal(again.model_path, uninterrupted.model_path)
+    assert again.metrics["history"] == uninterrupted.metrics["history"]
+
+
+class StopAtEpochBegin(StopAfter):
+    """Raise when epoch `epoch` begins: a kill right after the previous epoch's checkpoint."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.stop_epoch:
+            raise Interrupt()
+
+
+@pytest.mark.parametrize("kill", [StopAfter(epoch=1, batch=1), StopAtEpochBegin(epoch=1, batch=0)],
+                         ids=["mid-epoch", "after-checkpoint"])
+def test_a_killed_run_resumes_to_the_uninterrupted_weights(uninterrupted, synth_dir, tmp_path, kill, capsys):
+    config = replace(TINY_TRAINING, epochs=2)
     with pytest.raises(Interrupt):
-        train_segmentation(synth_dir, out, config, progress=False, callbacks=[StopAfter(epoch=1, batch=1)])
-    assert (out / BACKUP_DIR / FIT_NAME).is_dir() and not (out / MODEL_NAME).exists()
+        train_segmentation(synth_dir, tmp_path, config, val_dir=synth_dir, progress=False, callbacks=[kill])
+    assert (tmp_path / BACKUP_DIR / FIT_NAME).is_dir() and not (tmp_path / MODEL_NAME).exists()
     record = RecordEpochs()
-    result = train_segmentation(synth_dir, out, config, progress=False, callbacks=[record])
+    capsys.readouterr()
+    result = train_segmentation(synth_dir, tmp_path, config, val_dir=synth_dir, callbacks=[record])
     assert record.epochs == [1]  # epoch 0 was done before the kill
+    shown = capsys.readouterr().out
+    assert "Epoch 2/2" in shown and "Epoch 1/2" not in shown  # the progress bar counts the whole run's epochs
+    assert _weights_equal(result.model_path, uninterrupted.model_path)
     # The optimiser's state came back too: its step count (and so the learning-rate schedule) went on.
     assert int(keras.saving.load_model(result.model_path).optimizer.iterations) == 2 * 3
-    # The history covers all epochs, those before the kill too.
-    assert len(result.metrics["history"]["loss"]) == 2
-    assert len(json.loads((out / METRICS_NAME).read_text())["history"]["pixel_accuracy"]) == 2
-    assert not (out / BACKUP_DIR / FIT_NAME).exists()
+    # The history covers all epochs, those before the kill too, as in the uninterrupted run.
+    assert result.metrics["history"] == uninterrupted.metrics["history"]
+    assert result.metrics["val"] == uninterrupted.metrics["val"]
+    assert (tmp_path / LOG_DIR / f"{FIT_NAME}.csv").read_text() == (
+        uninterrupted.model_path.parent / LOG_DIR / f"{FIT_NAME}.csv").read_text()
+    assert not (tmp_path / BACKUP_DIR).exists()
+
+
+def _cli_train(out, data, *options, crash_at=None):
+    env = {key: value for key, value in os.environ.items() if key != faults.ENV}
+    if crash_at:
+        env[faults.ENV] = crash_at
+    command = [sys.executable, "-m", "keras_hpe.cli.main", "train", "seg", "--data", str(data), "--out", str(out),
+               "--epochs", "2", "--batch", "16", "--quiet", *options]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_a_sigkilled_run_resumes_exactly(synth_dir, tmp_path):
+    """`keras-hpe train seg` killed by SIGKILL in epoch 2 (48 frames: 3 batches an epoch), then run again."""
+    reference = train_segmentation(synth_dir, tmp_path / "reference", get_preset("quick").seg, epochs=2,
+                                   batch_size=16, progress=False)
+    out = tmp_path / "killed"
+    killed = _cli_train(out, synth_dir, crash_at=f"fit.batch/{FIT_NAME}:5")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert json.loads((out / BACKUP_DIR / FIT_NAME / "state.json").read_text())["epochs_done"] == 1
+    done = _cli_train(out, synth_dir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _weights_equal(out / MODEL_NAME, reference.model_path)
+    assert json.loads((out / METRICS_NAME).read_text())["history"] == reference.metrics["history"]
+
+
+def test_resuming_with_other_settings_is_refused(synth_dir, tmp_path):
+    config = replace(TINY_TRAINING, epochs=2)
+    with pytest.raises(Interrupt):
+        train_segmentation(synth_dir, tmp_path, config, progress=False, callbacks=[StopAfter(epoch=1, batch=0)])
+    with pytest.raises(UserError, match=rf"{tmp_path}.*different: seed\b.*delete {tmp_path / BACKUP_DIR / FIT_NAME}"):
+        train_segmentation(synth_dir, tmp_path, config, seed=1, progress=False)
+    with pytest.raises(UserError, match=r"different: config\.epochs\b"):
+        train_segmentation(synth_dir, tmp_path, config, epochs=3, progress=False)
+    assert (tmp_path / BACKUP_DIR / FIT_NAME / "state.json").is_file()  # the interrupted run's state is kept
+
+
+def test_a_second_training_into_a_locked_folder_is_refused(synth_dir, tmp_path):
+    with folder_lock(tmp_path):
+        with pytest.raises(UserError, match=f"{tmp_path} is being written by another process"):
+            train_segmentation(synth_dir, tmp_path, TINY_TRAINING, progress=False)
+    assert not (tmp_path / MODEL_NAME).exists()
+
+
+def test_a_failing_run_leaves_no_output_folder(synth_dir, tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        train_segmentation(synth_dir, tmp_path / "a" / "out", TINY_TRAINING, val_dir=tmp_path / "none",
+                           progress=False)
+    with pytest.raises(UserError, match="seed"):
+        train_segmentation(synth_dir, tmp_path / "a" / "out", TINY_TRAINING, seed=-1, progress=False)
+    assert not (tmp_path / "a").exists()
 
 
 def test_missing_data_dir_is_a_user_error(tmp_path):

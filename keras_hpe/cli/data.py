@@ -7,6 +7,7 @@ from pathlib import Path
 
 from keras_hpe.data.dataset import Manifest
 from keras_hpe.errors import UserError
+from keras_hpe.outputs import check_output_file
 
 # Crop sizes in pixels: the paper-style 48-128, and 32 for tests and quick looks.
 CROP_SIZES = (32, 48, 64, 96, 128)
@@ -100,6 +101,7 @@ def run_nyu(args: argparse.Namespace) -> int:
 def run_show(args: argparse.Namespace) -> int:
     from keras_hpe.data.show import montage
 
+    check_output_file(args.out, "--out")
     path = montage(args.data_dir, args.out, n=args.n)
     print(f"montage of {args.data_dir} -> {path}")
     return 0

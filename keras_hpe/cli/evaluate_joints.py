@@ -8,6 +8,7 @@ from pathlib import Path
 
 from keras_hpe.data.camera import NYU_CAMERA
 from keras_hpe.errors import UserError
+from keras_hpe.outputs import check_output_file
 from keras_hpe.evaluation.joints import (
     COMMUNITY_NYU_CAMERA,
     CURVE_MODES,
@@ -80,6 +81,8 @@ def format_summary(errors: JointErrors, camera_name: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate --pred against --gt, print the summary and the JSON line, draw the curve."""
+    if args.curve is not None:
+        check_output_file(args.curve, "--curve")
     gt_uvd = read_joints_txt(args.gt)
     pred_uvd = read_joints_txt(args.pred)
     if len(pred_uvd) != len(gt_uvd):

@@ -37,14 +37,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the summary, write the files, print the JSON line."""
-    from keras_hpe.atomic import write_text
     from keras_hpe.cli.evaluate_joints import format_summary
     from keras_hpe.errors import UserError
     from keras_hpe.evaluation.joints import plot_success_curves
+    from keras_hpe.outputs import check_output_folder, output_folder, write_text
     from keras_hpe.training.reg import evaluate_regression, load_pipeline
 
     if args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
     pipeline = load_pipeline(args.model, args.seg)
     errors, pred_uvd = evaluate_regression(pipeline, args.data, args.batch, progress=True)
     print(f"{pipeline.variant} ({args.model}) on {args.data}")
@@ -52,10 +54,12 @@ def run(args: argparse.Namespace) -> int:
     summary = {"variant": pipeline.variant, **{key: errors.to_dict()[key] for key in SUMMARY_KEYS}}
     if args.out is not None:
         stem = args.model.stem
-        write_text(args.out / f"{stem}_eval.json", json.dumps({**errors.to_dict(), "variant": pipeline.variant}) + "\n")
         lines = [" ".join(f"{value:.4f}" for value in frame) for frame in pred_uvd.reshape(len(pred_uvd), -1)]
-        write_text(args.out / f"{stem}_pred_uvd.txt", "\n".join(lines) + "\n")
-        curve = plot_success_curves({pipeline.variant: errors}, args.out / f"{stem}_curve.png")
+        with output_folder(args.out, "--out"):
+            write_text(args.out / f"{stem}_eval.json",
+                       json.dumps({**errors.to_dict(), "variant": pipeline.variant}) + "\n")
+            write_text(args.out / f"{stem}_pred_uvd.txt", "\n".join(lines) + "\n")
+            curve = plot_success_curves({pipeline.variant: errors}, args.out / f"{stem}_curve.png")
         print(f"results written to {args.out} (success curve {curve.name})")
     print(json.dumps(summary))
     return 0

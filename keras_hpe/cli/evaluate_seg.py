@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
 from keras_hpe.data.show import PART_RGB
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import HAND_PART_NAMES, SegmentationScores
-
+from keras_hpe.outputs import atomic_path, check_output_folder, output_folder, write_text
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +36,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def format_table(scores: SegmentationScores) -> str:
-    """Per-part accuracy and pixel counts, then the two headline figures."""
+    """Per-part accuracy and pixel counts, then the headline figures."""
     lines = [f"{'part':<18} {'accuracy':>9} {'pixels':>9}"]
     for name, pixels in zip(HAND_PART_NAMES, scores.part_pixels):
         accuracy = scores.per_part_accuracy[name]
@@ -46,6 +45,7 @@ def format_table(scores: SegmentationScores) -> str:
     lines.append(f"per-pixel accuracy: {100 * scores.per_pixel_accuracy:.2f}% over {scores.hand_pixels} hand pixels "
                  f"of {scores.frames} frames")
     lines.append(f"mean per-class accuracy: {100 * scores.mean_class_accuracy:.2f}%")
+    lines.append(f"hand / not-hand IoU over foreground pixels: {100 * scores.hand_iou:.2f}%")
     return "\n".join(lines)
 
 
@@ -81,22 +81,24 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
+    if args.examples < 1:
+        raise UserError(f"--examples must be >= 1, got {args.examples}")
+    if args.out is not None:
+        check_output_folder(args.out, "--out")
     model = load_segmentation_model(args.model)
     scores, arrays = evaluate_model(model, args.data, batch_size=args.batch)
     print(format_table(scores))
     summary = {
         "model": str(args.model), "data": str(args.data),
         "per_pixel_accuracy": scores.per_pixel_accuracy, "mean_class_accuracy": scores.mean_class_accuracy,
-        "frames": scores.frames, "hand_pixels": scores.hand_pixels,
+        "hand_iou": scores.hand_iou, "frames": scores.frames, "hand_pixels": scores.hand_pixels,
     }
     if args.out is not None:
-        from keras_hpe.atomic import write_text
-
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_text(args.out / "scores.json", json.dumps({**summary, **scores.to_dict()}, indent=2) + "\n")
-        plot_confusion(scores, args.out / "confusion.png", title=f"{args.model.name} on {args.data.name}")
-        plot_examples(arrays["depth_mm"], arrays["pred_labels"], arrays["labels"], args.out / "examples.png",
-                      args.examples)
+        with output_folder(args.out, "--out"):
+            write_text(args.out / "scores.json", json.dumps({**summary, **scores.to_dict()}, indent=2) + "\n")
+            plot_confusion(scores, args.out / "confusion.png", title=f"{args.model.name} on {args.data.name}")
+            plot_examples(arrays["depth_mm"], arrays["pred_labels"], arrays["labels"], args.out / "examples.png",
+                          args.examples)
         print(f"scores, confusion matrix and examples written to {args.out}")
     print(json.dumps(summary))
     return 0

@@ -16,8 +16,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path, write_text
-from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.outputs import atomic_path, check_output_folder, folder_lock, output_folder, write_text
+from keras_hpe.data.camera import (
+    MAX_HAND_DEPTH_MM,
+    MAX_IMAGE_DEPTH_MM,
+    MIN_HAND_DEPTH_MM,
+    NYU_CAMERA,
+    Camera,
+)
 from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_window, uvd_to_crop
 from keras_hpe.data.show import PART_RGB, draw_skeleton
 from keras_hpe.data.skeleton import JOINT_NAMES
@@ -65,6 +71,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_hpe.pipeline import load_estimator
 
+    check_output_folder(args.out, "--out")
     centers = read_centers(args.centers) if args.centers is not None else None
     estimator = load_estimator(args.reg, args.seg, cube_mm=args.cube_mm)
     frames = predict_images(estimator, args.inputs, args.out, centers, args.batch_size)
@@ -87,18 +94,26 @@ def read_depth_image(path: Path, camera: Camera = NYU_CAMERA) -> np.ndarray:
         return read_depth_png(path)
     try:
         depth = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: cannot read .npy: {str(error).splitlines()[0]}") from None
+    except (OSError, EOFError, ValueError) as error:
+        raise UserError(f"{path}: cannot read .npy (empty, truncated or damaged): {str(error).splitlines()[0]}") from None
+    if not isinstance(depth, np.ndarray):  # an .npz archive
+        depth.close()
+        raise UserError(f"{path}: expected a .npy array of depth in mm, got an .npz archive")
     expected = (camera.height, camera.width)
     numeric = np.issubdtype(depth.dtype, np.integer) or np.issubdtype(depth.dtype, np.floating)
     if depth.shape != expected or not numeric:
         raise UserError(f"{path}: expected a {expected} array of depth in mm, got {depth.dtype} {depth.shape}")
-    depth = depth.astype(np.float32)
+    # Checked before the cast to float32, which would turn a huge value into inf.
     if not np.all(np.isfinite(depth)):
         raise UserError(f"{path}: depth has NaN or infinite values (expected mm >= 0, 0 = no data)")
     if np.any(depth < 0):
         raise UserError(f"{path}: depth has negative values (expected mm >= 0, 0 = no data)")
-    return depth
+    if np.any(depth > MAX_IMAGE_DEPTH_MM):
+        raise UserError(
+            f"{path}: depth values up to {depth.max():.6g}, above {MAX_IMAGE_DEPTH_MM:.0f} mm, the 16-bit limit of "
+            "every depth camera: expected depth in mm"
+        )
+    return depth.astype(np.float32)
 
 
 def read_centers(path: Path) -> dict[str, np.ndarray]:
@@ -123,9 +138,19 @@ def read_centers(path: Path) -> dict[str, np.ndarray]:
         centers = np.asarray(values, dtype=np.float64)
     except (ValueError, TypeError, pd.errors.ParserError) as error:
         raise UserError(f"centres file {path}: {str(error).splitlines()[0]}") from None
-    if centers.shape != (len(names), 3) or not np.all(np.isfinite(centers)) or np.any(centers[:, 2] <= 0):
-        raise UserError(f"centres file {path}: each centre must be 3 finite numbers u, v, d with d > 0 mm")
+    if centers.shape != (len(names), 3) or not np.all(np.isfinite(centers)):
+        raise UserError(f"centres file {path}: each centre must be 3 finite numbers u, v, d (d in mm)")
+    for name, centre in zip(names, centers):
+        _check_hand_depth(centre[2], f"centres file {path}: the centre of {name!r}")
     return dict(zip(names, centers))
+
+
+def _check_hand_depth(depth_mm: float, what: str) -> None:
+    if not MIN_HAND_DEPTH_MM <= depth_mm <= MAX_HAND_DEPTH_MM:
+        raise UserError(
+            f"{what} is {depth_mm:.6g} mm deep, outside any depth camera's range "
+            f"({MIN_HAND_DEPTH_MM:g} mm to {MAX_HAND_DEPTH_MM / 1000:g} m)"
+        )
 
 
 def predict_images(
@@ -136,7 +161,11 @@ def predict_images(
     batch_size: int = 32,
     progress: bool = True,
 ) -> list[dict]:
-    """Estimate joints on depth images; write OUT/joints.json, joints.csv, overlays/; return the frames' records."""
+    """Estimate joints on depth images; write OUT/joints.json, joints.csv, overlays/; return the frames' records.
+
+    Every input is read and checked (its depth, its centre, some depth in the
+    cube) before anything is written, so a bad input leaves OUT as it was.
+    """
     from tqdm import tqdm
 
     paths = [Path(p) for p in paths]
@@ -146,26 +175,20 @@ def predict_images(
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise UserError(f"inputs share the file name(s) {duplicates}: their overlays would collide")
-    out = Path(out)
+    out = check_output_folder(out, "--out")
     info = estimator.info
+    # A transient bar (leave=False): if an input is bad, its error is the one line left on the terminal.
+    with tqdm(paths, desc="check inputs", unit="image", leave=False, disable=not progress) as bar:
+        sources = [_checked_centre(path, centers, info) for path in bar]
     frames: list[dict] = []
-    with tqdm(total=len(paths), desc="predict", unit="image", disable=not progress) as bar:
+    with output_folder(out, "--out"), folder_lock(out, "prediction folder"), \
+            tqdm(total=len(paths), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
-            images, crops, centres, sources = [], [], [], []
-            for path in batch:
-                depth = read_depth_image(path, info.camera)
-                centre, source = _centre_of(path, depth, centers, info)
-                crop = crop_depth(depth, centre, info.size, info.cube_mm, info.camera)
-                if not np.any(crop > 0):
-                    raise UserError(
-                        f"{path}: no depth inside the {info.cube_mm:g} mm cube around the centre "
-                        f"{centre.round(1).tolist()}"
-                    )
-                images.append(depth)
-                crops.append(crop)
-                centres.append(centre)
-                sources.append(source)
+            images = [read_depth_image(path, info.camera) for path in batch]
+            centres = [centre for centre, _ in sources[start : start + batch_size]]
+            crops = [crop_depth(image, centre, info.size, info.cube_mm, info.camera)
+                     for image, centre in zip(images, centres)]
             result = estimator.predict(np.stack(crops), np.stack(centres).astype(np.float32))
             for k, path in enumerate(batch):
                 overlay = out / "overlays" / f"{path.stem}.png"
@@ -174,14 +197,25 @@ def predict_images(
                 frames.append({
                     "file": str(path),
                     "center_uvd": centres[k].tolist(),
-                    "center_source": sources[k],
+                    "center_source": sources[start + k][1],
                     "joints_xyz_mm": result["joints_xyz"][k].astype(float).round(3).tolist(),
                     "joints_uvd": result["joints_uvd"][k].astype(float).round(3).tolist(),
                     "overlay": str(overlay.relative_to(out)),
                 })
                 bar.update()
-    _write_joints(out, frames, info)
+        _write_joints(out, frames, info)
     return frames
+
+
+def _checked_centre(path: Path, centers: dict[str, np.ndarray] | None, info: EstimatorInfo) -> tuple[np.ndarray, str]:
+    """Read `path` and check it can be predicted: its crop centre and where it came from (UserError if not)."""
+    depth = read_depth_image(path, info.camera)
+    centre, source = _centre_of(path, depth, centers, info)
+    if not np.any(crop_depth(depth, centre, info.size, info.cube_mm, info.camera) > 0):
+        raise UserError(
+            f"{path}: no depth inside the {info.cube_mm:g} mm cube around the centre {centre.round(1).tolist()}"
+        )
+    return centre, source
 
 
 def draw_overlay(
@@ -235,7 +269,9 @@ def _centre_of(
         raise UserError(f"{path}: no centre for this file in the centres file (keys are file names or paths)")
     if not np.any(depth_mm > 0):
         raise UserError(f"{path}: empty depth image (no pixel > 0 mm)")
-    return center_of_mass_uvd(depth_mm, info.camera, cube_mm=info.cube_mm), "center_of_mass"
+    centre = center_of_mass_uvd(depth_mm, info.camera, cube_mm=info.cube_mm)
+    _check_hand_depth(centre[2], f"{path}: the hand centre (the depth's centre of mass)")
+    return centre, "center_of_mass"
 
 
 def _write_joints(out: Path, frames: list[dict], info: EstimatorInfo) -> None:

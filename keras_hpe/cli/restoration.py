@@ -42,10 +42,12 @@ def run_build(args: argparse.Namespace) -> int:
     """Build the dictionary from every `args.every`-th frame's labels of `args.data`."""
     from keras_hpe.data.dataset import load_arrays, read_manifest
     from keras_hpe.errors import UserError
+    from keras_hpe.outputs import check_output_folder
     from keras_hpe.restoration.index import build_dictionary
 
     if args.every < 1:
         raise UserError(f"--every must be >= 1, got {args.every}")
+    check_output_folder(args.out, "--out")
     manifest = read_manifest(args.data).to_dict()
     labels = load_arrays(args.data, ["labels"])["labels"][:: args.every]
     source = {

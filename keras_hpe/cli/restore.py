@@ -43,8 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the restoration; the last line printed is a JSON summary."""
+    from keras_hpe.outputs import check_output_folder
     from keras_hpe.restoration.pseudo_labels import restore_dataset
 
+    check_output_folder(args.out, "--out")
     result = restore_dataset(
         args.model, args.index, args.data, args.out, method=args.method, patch=args.patch, window=args.window,
         workers=args.workers, chunk_frames=args.chunk, batch_size=args.batch, progress=not args.quiet,

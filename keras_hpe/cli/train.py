@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the `train` group and its stage sub-commands."""
     parser = subparsers.add_parser("train", help="train a stage of the method (seg: segmentation pre-training, ...)")
@@ -46,7 +45,8 @@ def add_seg_parser(commands: argparse._SubParsersAction) -> None:
         help="stage 1: train the segmentation network on labelled (synthetic) frames",
         description=(
             "Pixelwise NLL over hand pixels. Writes OUT/seg_synth.keras and OUT/seg_synth.json; "
-            "a killed run resumes from OUT/backup when re-run with the same options."
+            "a killed run resumes from OUT/backup when re-run with the same options, and ends as an "
+            "uninterrupted run would (other options are refused)."
         ),
     )
     parser.add_argument("--data", type=Path, required=True, help="training data set folder, with part labels")

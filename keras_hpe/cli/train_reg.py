@@ -24,7 +24,8 @@ def add_reg_parser(train_subparsers: argparse._SubParsersAction) -> None:
             "Train the regression network on a depth + joints data set (the sensor domain's training split; "
             "part labels are never read). Writes OUT/reg_<variant>.keras (the cascade also "
             "OUT/reg_cascade_refine.keras) and OUT/reg_<variant>.json; an interrupted run resumes when "
-            "re-run with the same arguments. Semi and full segment the training data once with --seg and cache "
+            "re-run with the same arguments, and ends as an uninterrupted run would (other arguments are "
+            "refused). Semi and full segment the training data once with --seg and cache "
             "the label maps in OUT/seg_cache."
         ),
     )

@@ -15,7 +15,7 @@ def add_seg_weak_parser(commands: argparse._SubParsersAction) -> None:
             "Fine-tunes the stage-1 model on a mix of synthetic frames and the accepted restored real "
             "frames written by `keras-hpe restore` (each frame synthetic with probability 0.9). Writes "
             "OUT/seg_weak.keras and OUT/seg_weak.json; a killed run resumes from OUT/backup when re-run "
-            "with the same options."
+            "with the same options, and ends as an uninterrupted run would (other options are refused)."
         ),
     )
     parser.add_argument("--init", type=Path, required=True, help="stage-1 model to start from, e.g. seg_synth.keras")

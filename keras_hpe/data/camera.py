@@ -33,6 +33,14 @@ class Camera:
 
 NYU_CAMERA = Camera()
 
+# Depth no depth camera reports, mm. Every depth image format stores 16-bit millimetres (NYU
+# PNG, Kinect, RealSense), so a value above MAX_IMAGE_DEPTH_MM is not a depth image in mm. A
+# hand closer than MIN_HAND_DEPTH_MM is inside every camera's minimum range, and one farther
+# than MAX_HAND_DEPTH_MM beyond every camera's maximum (Kinect 1: about 0.5-4 m).
+MAX_IMAGE_DEPTH_MM = 65535.0
+MIN_HAND_DEPTH_MM = 100.0
+MAX_HAND_DEPTH_MM = 10000.0
+
 
 def uvd_to_xyz(uvd: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
     """Convert (..., 3) uvd (px, px, mm) to xyz (mm, y up)."""

@@ -10,21 +10,26 @@ cannot silently mix its shards with the old ones, and the same run resumes.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import itertools
 import json
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 import keras_hpe
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.checks import is_finite, is_int, require, shown
+from keras_hpe.outputs import LOCK_NAME, atomic_path, folder_lock, write_text
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM
 from keras_hpe.data.skeleton import NUM_JOINTS, NUM_LABELS
 from keras_hpe.errors import UserError
+from keras_hpe.faults import crash_point
 
 FORMAT = "keras_hpe.dataset/1"
 FIELDS = ("depth_mm", "labels", "joints_uvd", "joints_xyz", "center_uvd")
@@ -58,6 +63,41 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.npz"
 
 
+def check_shard_arrays(
+    arrays: Mapping[str, np.ndarray],
+    size: int,
+    *,
+    where: str,
+    count: int | None = None,
+    error: type[Exception] = UserError,
+) -> int:
+    """Check a shard's arrays {field: frames first} for crops of `size`; return its frame count.
+
+    The one definition of a valid shard: `DatasetWriter.write_shard` refuses
+    to write what the readers refuse to read. `count` is the frame count
+    expected (the manifest's); `where` starts the message; `error` is its type.
+    """
+    lengths = [array.shape[0] if array.ndim else 0 for array in arrays.values()]
+    frames = lengths[0] if lengths else 0
+    if count is not None and frames != count:
+        raise error(f"{where} holds {frames} frames, its manifest says {count}")
+    for name, array in arrays.items():
+        expected = (frames,) + field_shape(name, size)
+        if array.shape != expected or array.dtype != FIELD_DTYPES[name]:
+            raise error(
+                f"{where}: field {name!r} is {array.dtype}{array.shape}, expected {FIELD_DTYPES[name]}{expected}"
+            )
+        if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+            raise error(f"{where}: field {name!r} has NaN or infinite values")
+    if arrays and not frames:
+        raise error(f"{where} is empty")
+    if "depth_mm" in arrays and np.any(arrays["depth_mm"] < 0):
+        raise error(f"{where}: depth_mm has negative values")
+    if "labels" in arrays and np.any(arrays["labels"] >= NUM_LABELS):
+        raise error(f"{where}: labels must be part ids 0..{NUM_LABELS - 1}")
+    return frames
+
+
 @dataclass
 class Manifest:
     """What a data set folder holds: enough for a later stage to check its input."""
@@ -78,11 +118,26 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "Manifest":
+    def from_dict(cls, values: dict, source: str = MANIFEST_NAME) -> "Manifest":
+        """Check every value of a manifest (UserError naming `source` and the key) and build it."""
+        if not isinstance(values, dict) or values.get("format") != FORMAT:
+            found = values.get("format") if isinstance(values, dict) else type(values).__name__
+            raise UserError(f"{source}: unknown format {shown(found)}, expected {FORMAT!r}")
         names = set(cls.__dataclass_fields__)
         missing = names - set(values)
         if missing:
-            raise UserError(f"manifest lacks the key(s) {', '.join(sorted(missing))}")
+            raise UserError(f"{source} lacks the key(s) {', '.join(sorted(missing))}")
+        require(values["domain"] in DOMAINS, source, "domain", f"one of {', '.join(DOMAINS)}", values["domain"])
+        for key in ("count", "size"):
+            require(is_int(values[key]) and values[key] >= 1, source, key, "an integer >= 1", values[key])
+        cube_mm = values["cube_mm"]
+        require(is_finite(cube_mm) and cube_mm > 0, source, "cube_mm", "a number > 0 (mm)", cube_mm)
+        require(is_int(values["seed"]), source, "seed", "an integer", values["seed"])
+        require(isinstance(values["version"], str), source, "version", "a string", values["version"])
+        require(isinstance(values["params"], dict), source, "params", "an object", values["params"])
+        _check_camera(values["camera"], source)
+        _check_field_names(values["fields"], source)
+        _check_shard_list(values["shards"], values["count"], source)
         return cls(**{name: values[name] for name in names})
 
     @property
@@ -91,11 +146,13 @@ class Manifest:
 
 
 class DatasetWriter:
-    """Write a data set folder shard by shard, atomically, resumable.
+    """Write a data set folder shard by shard, atomically, resumable; use it as a context manager.
 
-    Creating a writer on a folder left by an interrupted run with the same
-    parameters resumes it (`has_shard` tells which shards are done); a folder
-    holding anything else raises `UserError`.
+    Entering locks the folder (`outputs.folder_lock`: a second writer of the
+    same folder gets a `UserError` at once, and temporaries of a killed
+    writer are removed) and claims it: a folder left by an interrupted run
+    with the same parameters resumes (`has_shard` tells which shards are
+    done); a folder holding anything else raises `UserError`.
     """
 
     def __init__(
@@ -126,11 +183,19 @@ class DatasetWriter:
             "format": FORMAT, "domain": domain, "size": int(size), "cube_mm": float(cube_mm),
             "seed": int(seed), "camera": camera.to_dict(), "fields": self.fields, "params": params or {},
         })
-        self._claim_folder()
+        self._exit = contextlib.ExitStack()
+
+    def __enter__(self) -> "DatasetWriter":
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(folder_lock(self.out, "data set folder"))
+            self._claim_folder()
+            self._exit = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._exit.close()
 
     def _claim_folder(self) -> None:
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"{self.out} exists and is not a folder")
         manifest_path, pending_path = self.out / MANIFEST_NAME, self.out / PENDING_NAME
         if manifest_path.exists():
             previous = _identity_of(read_manifest(self.out).to_dict())
@@ -138,13 +203,14 @@ class DatasetWriter:
         elif pending_path.exists():
             try:
                 previous = json.loads(pending_path.read_text())
-            except json.JSONDecodeError as error:
+            except (json.JSONDecodeError, UnicodeDecodeError) as error:
                 raise UserError(f"{pending_path} is not valid JSON: {error}") from None
+            if not isinstance(previous, dict):
+                raise UserError(f"{pending_path} is not a JSON object ({type(previous).__name__}); delete {self.out}")
             source = pending_path
-        elif self.out.exists() and any(self.out.iterdir()):
+        elif any(path.name != LOCK_NAME for path in self.out.iterdir()):
             raise UserError(f"{self.out} is not empty and is not a data set; choose another output folder")
         else:
-            self.out.mkdir(parents=True, exist_ok=True)
             write_text(pending_path, json.dumps(self.identity, indent=2))
             return
         if previous != self.identity:
@@ -163,30 +229,18 @@ class DatasetWriter:
         return (self.out / shard_name(index)).exists()
 
     def write_shard(self, index: int, arrays: dict[str, np.ndarray]) -> None:
-        """Check `arrays` (one per field, all with the same frame count) and write shard `index`."""
-        size = self.identity["size"]
+        """Check `arrays` (one per field, all with the same frame count) and write shard `index`.
+
+        Bad arrays raise ValueError: they come from a generator, so they are a bug.
+        """
         if set(arrays) != set(self.fields):
             raise ValueError(f"shard {index}: fields {sorted(arrays)} != data set fields {sorted(self.fields)}")
         arrays = {name: np.asarray(a) for name, a in arrays.items()}
-        count = len(arrays["depth_mm"]) if arrays["depth_mm"].ndim else 0
-        for name, array in arrays.items():
-            expected = (count,) + field_shape(name, size)
-            if array.shape != expected or array.dtype != FIELD_DTYPES[name]:
-                raise ValueError(
-                    f"shard {index}: field {name!r} is {array.dtype}{array.shape}, "
-                    f"expected {FIELD_DTYPES[name]}{expected}"
-                )
-            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-                raise ValueError(f"shard {index}: field {name!r} has NaN or infinite values")
-        if not count:
-            raise ValueError(f"shard {index} is empty")
-        if np.any(arrays["depth_mm"] < 0):
-            raise ValueError(f"shard {index}: depth_mm has negative values")
-        if "labels" in arrays and np.any(arrays["labels"] >= NUM_LABELS):
-            raise ValueError(f"shard {index}: labels must be part ids 0..{NUM_LABELS - 1}")
+        check_shard_arrays(arrays, self.identity["size"], where=f"shard {index}", error=ValueError)
         with atomic_path(self.out / shard_name(index)) as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
+        crash_point("dataset.shard", self.out)
 
     def finish(self) -> Manifest:
         """Write `manifest.json` (last) for the shards 0..k-1 on disk and return it."""
@@ -238,22 +292,23 @@ def generate_dataset(
         raise UserError(f"shard size must be > 0, got {shard_size}")
     n, shard_size = int(n), int(shard_size)
     params = {**(params or {}), "n": n, "shard_size": shard_size}
-    writer = DatasetWriter(out, domain=domain, size=size, seed=seed, fields=fields, cube_mm=cube_mm, params=params)
-    if writer.finished:
-        return read_manifest(writer.out)
-    counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
-    done = sum(c for i, c in enumerate(counts) if writer.has_shard(i))
-    with tqdm(total=n, initial=done, unit="frame", desc=f"{domain} data", disable=not progress) as bar:
-        for index, count in enumerate(counts):
-            if writer.has_shard(index):
-                continue
-            writer.write_shard(index, make_shard(np.random.default_rng([seed, index]), count))
-            bar.update(count)
-    return writer.finish()
+    with DatasetWriter(out, domain=domain, size=size, seed=seed, fields=fields, cube_mm=cube_mm,
+                       params=params) as writer:
+        if writer.finished:
+            return read_manifest(writer.out)
+        counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
+        done = sum(c for i, c in enumerate(counts) if writer.has_shard(i))
+        with tqdm(total=n, initial=done, unit="frame", desc=f"{domain} data", disable=not progress) as bar:
+            for index, count in enumerate(counts):
+                if writer.has_shard(index):
+                    continue
+                writer.write_shard(index, make_shard(np.random.default_rng([seed, index]), count))
+                bar.update(count)
+        return writer.finish()
 
 
 def read_manifest(path: str | Path) -> Manifest:
-    """Read and check `path/manifest.json`."""
+    """Read and check `path/manifest.json` (`Manifest.from_dict`), and that its shard files are there."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"data set folder {path} does not exist")
@@ -262,15 +317,12 @@ def read_manifest(path: str | Path) -> Manifest:
         raise UserError(f"{path} is not a finished data set: no {MANIFEST_NAME}")
     try:
         values = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{manifest_path} is not valid JSON: {error}") from None
-    if not isinstance(values, dict) or values.get("format") != FORMAT:
-        found = values.get("format") if isinstance(values, dict) else type(values).__name__
-        raise UserError(f"{manifest_path}: unknown format {found!r}, expected {FORMAT!r}")
-    manifest = Manifest.from_dict(values)
-    unknown = [name for name in manifest.fields if name not in FIELDS]
-    if unknown:
-        raise UserError(f"{manifest_path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    manifest = Manifest.from_dict(values, str(manifest_path))
+    missing = [shard["file"] for shard in manifest.shards if not (path / shard["file"]).is_file()]
+    if missing:
+        raise UserError(f"{manifest_path} lists shard(s) that are not in {path}: {', '.join(missing)}")
     return manifest
 
 
@@ -281,7 +333,7 @@ def load_arrays(path: str | Path, fields: Iterable[str] | None = None) -> dict[s
     fields = _check_fields(manifest, path, fields)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in fields}
     for shard in manifest.shards:
-        arrays = _load_shard(path / shard["file"], fields)
+        arrays = _load_checked_shard(path / shard["file"], fields, manifest.size, shard["count"])
         for name in fields:
             parts[name].append(arrays[name])
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
@@ -299,44 +351,61 @@ def load_frames(path: str | Path, indices: Iterable[int], fields: Iterable[str] 
     shard_of = np.searchsorted(starts, indices, side="right") - 1
     out = {name: np.zeros((indices.size,) + field_shape(name, manifest.size), FIELD_DTYPES[name]) for name in fields}
     for shard in np.unique(shard_of):
-        arrays = _load_shard(path / manifest.shards[shard]["file"], fields)
+        arrays = _load_checked_shard(path / manifest.shards[shard]["file"], fields, manifest.size,
+                                     manifest.shards[shard]["count"])
         rows = shard_of == shard
         for name in fields:
             out[name][rows] = arrays[name][indices[rows] - starts[shard]]
     return out
 
 
-def make_tf_dataset(path: str | Path, fields: Iterable[str] | None = None, *, shuffle: bool = False, seed: int = 0):
+def make_tf_dataset(
+    path: str | Path,
+    fields: Iterable[str] | None = None,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    passes: int = 1,
+):
     """A `tf.data.Dataset` of per-frame dicts {field: tensor}, unbatched, streamed shard by shard.
 
-    With `shuffle`, every pass visits the shards in a random order and the
-    frames of each shard in a random order, drawn from `default_rng([seed, pass])`:
-    deterministic given the seed, different at each epoch.
+    The frames of the data set, `passes` times over. With `shuffle`, pass p
+    visits the shards in a random order and the frames of each shard in a
+    random order, drawn from `default_rng([seed, epoch, p])`: every iteration
+    of the returned data set gives the same frames, a function of (`seed`,
+    `epoch`) alone, so a training builds one data set per epoch and a resumed
+    run sees the epochs an uninterrupted one does.
     """
     import tensorflow as tf
 
+    if shuffle and (seed < 0 or epoch < 0):
+        raise UserError(f"the shuffle's seed and epoch must be >= 0, got {seed} and {epoch}")
+    if passes < 1:
+        raise UserError(f"passes over a data set must be >= 1, got {passes}")
     path = Path(path)
     manifest = read_manifest(path)
     fields = _check_fields(manifest, path, fields)
+    _check_shards_once(path, manifest)
     files = [path / shard["file"] for shard in manifest.shards]
-    passes = itertools.count()
 
     def shards():
-        rng = np.random.default_rng([seed, next(passes)])
-        order = rng.permutation(len(files)) if shuffle else range(len(files))
-        for index in order:
-            arrays = _load_shard(files[index], fields)
-            if shuffle:
-                frames = rng.permutation(len(arrays[fields[0]]))
-                arrays = {name: a[frames] for name, a in arrays.items()}
-            yield arrays
+        for pass_index in range(passes):
+            rng = np.random.default_rng([seed, epoch, pass_index])
+            order = rng.permutation(len(files)) if shuffle else range(len(files))
+            for index in order:
+                arrays = _load_shard(files[index], fields)
+                if shuffle:
+                    frames = rng.permutation(len(arrays[fields[0]]))
+                    arrays = {name: a[frames] for name, a in arrays.items()}
+                yield arrays
 
     signature = {
         name: tf.TensorSpec((None,) + field_shape(name, manifest.size), tf.as_dtype(FIELD_DTYPES[name]))
         for name in fields
     }
     dataset = tf.data.Dataset.from_generator(shards, output_signature=signature).unbatch()
-    return dataset.apply(tf.data.experimental.assert_cardinality(manifest.count))
+    return dataset.apply(tf.data.experimental.assert_cardinality(manifest.count * passes))
 
 
 def _check_fields(manifest: Manifest, path: Path, fields: Iterable[str] | None) -> list[str]:
@@ -351,19 +420,114 @@ def _check_fields(manifest: Manifest, path: Path, fields: Iterable[str] | None) 
 
 
 def _load_shard(path: Path, fields: list[str]) -> dict[str, np.ndarray]:
+    """The arrays `fields` of the shard at `path`, as they are (UserError if it is no .npz holding them).
+
+    `make_tf_dataset` reads every epoch with it, after `_check_shards_once`.
+    """
+    _check_archive(path)
     try:
         with np.load(path) as shard:
+            missing = [name for name in fields if name not in shard.files]
+            if missing:
+                raise UserError(f"shard {path} lacks the field(s) {', '.join(missing)}")
             return {name: shard[name] for name in fields}
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+    except _ARCHIVE_ERRORS as error:
         raise UserError(f"cannot read shard {path}: {error}") from None
+
+
+def _load_checked_shard(path: Path, fields: list[str], size: int, count: int) -> dict[str, np.ndarray]:
+    """`_load_shard`, then `check_shard_arrays` against the manifest's crop size and frame count."""
+    arrays = _load_shard(path, fields)
+    check_shard_arrays(arrays, size, where=f"shard {path}", count=count)
+    return arrays
+
+
+# Shards `_check_shards_once` found good in this process, by what would change if the file or its
+# manifest did: a tf.data set rebuilt every epoch does not read and check them again.
+_CHECKED_SHARDS: set[tuple] = set()
+
+
+def _check_shards_once(path: Path, manifest: Manifest) -> None:
+    """Check every shard of the data set at `path` before a tf.data generator reads it.
+
+    A UserError raised inside the generator would reach the user as a
+    TensorFlow error with a traceback, so bad shards are found here.
+    """
+    for shard in manifest.shards:
+        file = path / shard["file"]
+        stat = file.stat()
+        key = (str(file.resolve()), stat.st_size, stat.st_mtime_ns, manifest.size, shard["count"],
+               tuple(manifest.fields))
+        if key not in _CHECKED_SHARDS:
+            _load_checked_shard(file, manifest.fields, manifest.size, shard["count"])
+            _CHECKED_SHARDS.add(key)
 
 
 def _shard_count(path: Path) -> int:
     """Frame count of a shard from the header of its depth array, without reading the data."""
-    with zipfile.ZipFile(path) as archive, archive.open("depth_mm.npy") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-        return int(read_header(f)[0][0])
+    _check_archive(path)
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("depth_mm.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape = read_header(f)[0]
+    except KeyError:
+        raise UserError(f"shard {path} lacks the field depth_mm") from None
+    except _ARCHIVE_ERRORS as error:
+        raise UserError(f"cannot read shard {path}: {error}") from None
+    if len(shape) < 1:
+        raise UserError(f"shard {path}: depth_mm has no frame axis (shape {shape})")
+    return int(shape[0])
+
+
+# What zipfile and NumPy raise for a damaged archive or array.
+_ARCHIVE_ERRORS = (OSError, EOFError, ValueError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error)
+
+
+def _check_archive(path: Path) -> None:
+    if not path.is_file():
+        raise UserError(f"shard {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise UserError(f"shard {path} is not a .npz archive ({path.stat().st_size} bytes): truncated or damaged")
+
+
+def _check_camera(camera, source: str) -> None:
+    names = [f.name for f in dataclasses.fields(Camera)]
+    if not isinstance(camera, dict) or sorted(camera) != sorted(names):
+        raise UserError(f"{source}: 'camera' must be an object with the keys {', '.join(names)}, got {shown(camera)}")
+    for name in names:
+        value, key = camera[name], f"camera.{name}"
+        if isinstance(getattr(NYU_CAMERA, name), int):
+            require(is_int(value) and value >= 1, source, key, "an integer >= 1 (pixels)", value)
+        elif name in ("fx", "fy"):
+            require(is_finite(value) and value > 0, source, key, "a number > 0 (pixels)", value)
+        else:
+            require(is_finite(value), source, key, "a finite number (pixels)", value)
+
+
+def _check_field_names(names, source: str) -> None:
+    require(isinstance(names, list) and all(isinstance(name, str) for name in names), source, "fields",
+             "a list of field names", names)
+    unknown = [name for name in names if name not in FIELDS]
+    if unknown:
+        raise UserError(f"{source}: unknown field(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+    require("depth_mm" in names and len(set(names)) == len(names), source, "fields",
+             "distinct field names including depth_mm", names)
+
+
+def _check_shard_list(shards, count: int, source: str) -> None:
+    require(isinstance(shards, list) and len(shards) > 0, source, "shards", "a non-empty list", shards)
+    for index, shard in enumerate(shards):
+        key = f"shards[{index}]"
+        require(isinstance(shard, dict) and {"file", "count"} <= set(shard), source, key,
+                 "an object with the keys file and count", shard)
+        require(shard["file"] == shard_name(index), source, f"{key}.file", repr(shard_name(index)), shard["file"])
+        require(is_int(shard["count"]) and shard["count"] >= 1, source, f"{key}.count", "an integer >= 1",
+                 shard["count"])
+    total = sum(shard["count"] for shard in shards)
+    if total != count:
+        raise UserError(f"{source}: the shards hold {total} frames in all, but 'count' is {count}")
 
 
 def _identity_of(manifest: dict) -> dict:

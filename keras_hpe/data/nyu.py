@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
+from keras_hpe.outputs import atomic_path
 from keras_hpe.data.camera import NYU_CAMERA, xyz_to_uvd
 from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_window
 from keras_hpe.data.dataset import DatasetWriter, Manifest, read_manifest
@@ -131,29 +131,29 @@ def load_nyu(
     n = len(joints_uvd) if limit is None else min(limit, len(joints_uvd))
     params = {"split": split, "n": n, "kinect": KINECT, "shard_size": shard_size,
               "center": f"com_in_{LOCALISATION_BOX}_cubes_around_gt_palm"}
-    writer = DatasetWriter(out, domain="nyu", size=size, seed=0, fields=NYU_FIELDS, params=params)
-    if writer.finished:
-        return read_manifest(writer.out)
-    eval_joints = list(NYU_EVAL_JOINT_INDICES)
-    with tqdm(total=n, unit="frame", desc=f"NYU {split}", disable=not progress) as bar:
-        for index, start in enumerate(range(0, n, shard_size)):
-            frames = range(start, min(start + shard_size, n))
-            if writer.has_shard(index):
-                bar.update(len(frames))
-                continue
-            depth, centers = [], []
-            for frame in frames:
-                full = read_depth_png(split_dir / depth_png_name(frame))
-                centers.append(nyu_center_uvd(full, joints_uvd[frame, NYU_PALM_INDEX]))
-                depth.append(crop_depth(full, centers[-1], size))
-                bar.update(1)
-            writer.write_shard(index, {
-                "depth_mm": np.stack(depth),
-                "joints_uvd": joints_uvd[frames.start:frames.stop, eval_joints].astype(np.float32),
-                "joints_xyz": joints_xyz[frames.start:frames.stop, eval_joints].astype(np.float32),
-                "center_uvd": np.stack(centers).astype(np.float32),
-            })
-    return writer.finish()
+    with DatasetWriter(out, domain="nyu", size=size, seed=0, fields=NYU_FIELDS, params=params) as writer:
+        if writer.finished:
+            return read_manifest(writer.out)
+        eval_joints = list(NYU_EVAL_JOINT_INDICES)
+        with tqdm(total=n, unit="frame", desc=f"NYU {split}", disable=not progress) as bar:
+            for index, start in enumerate(range(0, n, shard_size)):
+                frames = range(start, min(start + shard_size, n))
+                if writer.has_shard(index):
+                    bar.update(len(frames))
+                    continue
+                depth, centers = [], []
+                for frame in frames:
+                    full = read_depth_png(split_dir / depth_png_name(frame))
+                    centers.append(nyu_center_uvd(full, joints_uvd[frame, NYU_PALM_INDEX]))
+                    depth.append(crop_depth(full, centers[-1], size))
+                    bar.update(1)
+                writer.write_shard(index, {
+                    "depth_mm": np.stack(depth),
+                    "joints_uvd": joints_uvd[frames.start:frames.stop, eval_joints].astype(np.float32),
+                    "joints_xyz": joints_xyz[frames.start:frames.stop, eval_joints].astype(np.float32),
+                    "center_uvd": np.stack(centers).astype(np.float32),
+                })
+        return writer.finish()
 
 
 def write_nyu_like(root: str | Path, split: str, n: int, seed: int) -> Path:

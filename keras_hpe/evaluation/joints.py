@@ -30,7 +30,7 @@ from typing import Mapping
 
 import numpy as np
 
-from keras_hpe.atomic import atomic_path
+from keras_hpe.outputs import atomic_path
 from keras_hpe.data.camera import Camera, uvd_to_xyz
 from keras_hpe.data.skeleton import JOINT_NAMES, NUM_JOINTS
 from keras_hpe.errors import UserError

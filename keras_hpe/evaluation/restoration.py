@@ -58,7 +58,7 @@ def table2_scores(
             continue
         restored = restore_frames(arrays["pred_labels"], index, method=method, window=window, workers=workers,
                                   progress=progress)
-        scores[method] = evaluate_segmentation(restored, arrays["labels"])
+        scores[method] = evaluate_segmentation(restored, arrays["labels"], arrays["depth_mm"])
     return scores
 
 

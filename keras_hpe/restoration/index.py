@@ -22,7 +22,8 @@ from annoy import AnnoyIndex
 from tqdm.auto import tqdm
 
 import keras_hpe
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.checks import is_file_name, is_int, require, shown
+from keras_hpe.outputs import atomic_path, write_text
 from keras_hpe.data.skeleton import NUM_LABELS
 from keras_hpe.errors import UserError
 from keras_hpe.restoration.patches import (
@@ -64,6 +65,8 @@ class DictionaryMeta:
     n_trees: int
     search_k: int
     seed: int
+    # The size of patches.ann: a shorter file is truncated, and Annoy must not load one (it can crash).
+    index_bytes: int
     build_seconds: dict
     source_manifest: dict = field(default_factory=dict)
     index_file: str = INDEX_NAME
@@ -76,11 +79,32 @@ class DictionaryMeta:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DictionaryMeta":
+    def from_dict(cls, values: dict, source: str = META_NAME) -> "DictionaryMeta":
+        """Check every value of a meta.json (UserError naming `source` and the key) and build it."""
+        if not isinstance(values, dict) or values.get("format") != FORMAT:
+            found = values.get("format") if isinstance(values, dict) else type(values).__name__
+            raise UserError(f"{source}: unknown format {shown(found)}, expected {FORMAT!r}")
         names = set(cls.__dataclass_fields__)
         missing = names - set(values)
         if missing:
-            raise UserError(f"dictionary meta.json lacks the key(s) {', '.join(sorted(missing))}")
+            raise UserError(f"{source} lacks the key(s) {', '.join(sorted(missing))}: rebuild the dictionary")
+        for key in ("patch", "num_labels", "bits", "patches_total", "patches_unique", "frames", "n_trees", "search_k",
+                    "index_bytes"):
+            require(is_int(values[key]) and values[key] >= 1, source, key, "an integer >= 1", values[key])
+        require(is_int(values["seed"]), source, "seed", "an integer", values["seed"])
+        patch, num_labels = values["patch"], values["num_labels"]
+        require(patch % 2 == 1, source, "patch", "odd (patches have a centre pixel)", patch)
+        require(num_labels == NUM_LABELS, source, "num_labels", f"{NUM_LABELS} (background and 20 parts)", num_labels)
+        bits = patch * patch * num_labels
+        require(values["bits"] == bits, source, "bits", f"patch x patch x num_labels = {bits}", values["bits"])
+        require(values["patches_unique"] <= values["patches_total"], source, "patches_unique",
+                f"at most patches_total ({values['patches_total']})", values["patches_unique"])
+        for key in ("encoding", "version"):
+            require(isinstance(values[key], str), source, key, "a string", values[key])
+        for key in ("build_seconds", "source_manifest"):
+            require(isinstance(values[key], dict), source, key, "an object", values[key])
+        for key in ("index_file", "patches_file", "counts_file"):
+            require(is_file_name(values[key]), source, key, "a file name in the dictionary folder", values[key])
         return cls(**{name: values[name] for name in names})
 
 
@@ -140,6 +164,7 @@ def build_dictionary(
             print(f"building {n_trees} Annoy trees over {len(unique):,} patches ...", flush=True)
         index.build(n_trees, n_jobs=n_jobs)
         index.unload()
+        index_bytes = (tmp / INDEX_NAME).stat().st_size
         meta = DictionaryMeta(
             patch=patch,
             encoding=ENCODING,
@@ -151,6 +176,7 @@ def build_dictionary(
             n_trees=int(n_trees),
             search_k=int(search_k),
             seed=int(seed),
+            index_bytes=index_bytes,
             build_seconds={
                 "extract": round(extract_seconds, 3),
                 "add_items": round(add_seconds, 3),
@@ -194,11 +220,30 @@ class PatchIndex:
         self.meta = meta
         self.patch = meta.patch
         self.search_k = int(search_k)
-        self.patches = np.load(directory / meta.patches_file, mmap_mode="r")
-        self.counts = np.load(directory / meta.counts_file, mmap_mode="r")
+        unique, patch = meta.patches_unique, meta.patch
+        self.patches = _load_array(directory / meta.patches_file, np.dtype(np.uint8), (unique, patch, patch))
+        self.counts = _load_array(directory / meta.counts_file, np.dtype(np.int64), (unique,))
+        if self.patches.max() >= NUM_LABELS:
+            raise UserError(f"{directory / meta.patches_file}: patches must hold part ids 0..{NUM_LABELS - 1}")
+        if self.counts.min() < 1 or int(self.counts.sum()) != meta.patches_total:
+            raise UserError(
+                f"{directory / meta.counts_file}: the counts (each >= 1) must sum to {META_NAME}'s "
+                f"patches_total {meta.patches_total}, got {int(self.counts.sum())}"
+            )
+        index_path = directory / meta.index_file
+        if index_path.stat().st_size != meta.index_bytes:
+            raise UserError(
+                f"{index_path} is {index_path.stat().st_size} bytes, {META_NAME} says {meta.index_bytes}: "
+                "truncated or from another build; rebuild the dictionary"
+            )
         self._annoy = AnnoyIndex(meta.bits, "hamming")
         # load() memory-maps the file: processes loading the same index share its pages.
-        self._annoy.load(str(directory / meta.index_file))
+        try:
+            self._annoy.load(str(index_path))
+        except OSError as error:
+            raise UserError(f"cannot load the Annoy index {index_path}: {error}") from None
+        if self._annoy.get_n_items() != unique:
+            raise UserError(f"{index_path} holds {self._annoy.get_n_items()} patches, {META_NAME} says {unique}")
         self._keys = patch_keys(self.patches)
 
     @classmethod
@@ -212,13 +257,14 @@ class PatchIndex:
             raise UserError(f"{directory} is not a patch dictionary: no {META_NAME}")
         try:
             values = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise UserError(f"{meta_path} is not valid JSON: {error}") from None
-        if not isinstance(values, dict) or values.get("format") != FORMAT:
-            raise UserError(f"{meta_path}: unknown format, expected {FORMAT!r}")
-        meta = DictionaryMeta.from_dict(values)
+        meta = DictionaryMeta.from_dict(values, str(meta_path))
         if meta.patch != patch:
-            raise UserError(f"{meta_path}: dictionary has patch size {meta.patch}, the caller expects {patch}")
+            raise UserError(
+                f"dictionary {directory} was built with patch size {meta.patch}, but --patch is {patch}: "
+                f"give --patch {meta.patch}, or a dictionary built with --patch {patch}"
+            )
         if meta.encoding != encoding:
             raise UserError(f"{meta_path}: dictionary encoding is {meta.encoding!r}, the caller expects {encoding!r}")
         for name in (meta.index_file, meta.patches_file, meta.counts_file):
@@ -276,6 +322,18 @@ class PatchIndex:
             ids[row] = found
             dists[row] = distance
         return ids, dists
+
+
+def _load_array(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    """Memory-map the .npy at `path`, checking its dtype and shape against meta.json's (UserError naming it)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, EOFError, ValueError) as error:
+        raise UserError(f"{path} is not a readable .npy array (empty, truncated or damaged): {error}") from None
+    if not isinstance(array, np.ndarray) or array.dtype != dtype or array.shape != shape:
+        found = f"{array.dtype}{array.shape}" if isinstance(array, np.ndarray) else "not a .npy array"
+        raise UserError(f"{path} is {found}, {META_NAME} expects {dtype}{shape}")
+    return array
 
 
 def _reload(directory: str, patch: int, search_k: int) -> PatchIndex:

@@ -30,9 +30,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import keras_hpe
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.outputs import LOCK_NAME, atomic_path, folder_lock, write_text
 from keras_hpe.data.dataset import FIELD_DTYPES, MANIFEST_NAME, DatasetWriter, load_frames, read_manifest
 from keras_hpe.errors import UserError
+from keras_hpe.faults import crash_point
 from keras_hpe.restoration.index import PatchIndex
 from keras_hpe.restoration.quality import gate_restorations
 from keras_hpe.restoration.restore import METHODS, restore_frames
@@ -139,26 +140,29 @@ def restore_dataset(
         return finished
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} exists and is not the result of this restoration; choose another output folder")
-    work_dir = _claim_work_dir(out_dir, job)
+    # One restoration per output folder at a time: a second process gets a UserError.
+    with folder_lock(_work_dir(out_dir), "restoration work folder"):
+        work_dir = _claim_work_dir(out_dir, job)
 
-    starts = range(0, manifest.count, chunk_frames)
-    started = time.perf_counter()
-    with tqdm(total=manifest.count, unit="frame", desc=f"restore real frames ({method})",
-              disable=not progress) as bar:
-        for chunk, start in enumerate(starts):
-            frames = np.arange(start, min(start + chunk_frames, manifest.count))
-            path = work_dir / _chunk_name(chunk)
-            if not path.exists():
-                arrays = load_frames(data_dir, frames, [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")])
-                raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
-                restored = restore_frames(raw, index, method=method, window=window, workers=workers)
-                gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"],
-                                         arrays["joints_xyz"], cube_mm=manifest.cube_mm,
-                                         camera=manifest.camera_model)
-                _save_chunk(path, frames, arrays, restored, gate)
-            bar.update(len(frames))
-    seconds = time.perf_counter() - started
-    return _assemble(out_dir, work_dir, job, manifest, len(starts), seconds)
+        starts = range(0, manifest.count, chunk_frames)
+        started = time.perf_counter()
+        with tqdm(total=manifest.count, unit="frame", desc=f"restore real frames ({method})",
+                  disable=not progress) as bar:
+            for chunk, start in enumerate(starts):
+                frames = np.arange(start, min(start + chunk_frames, manifest.count))
+                path = work_dir / _chunk_name(chunk)
+                if not path.exists():
+                    arrays = load_frames(data_dir, frames, [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")])
+                    raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
+                    restored = restore_frames(raw, index, method=method, window=window, workers=workers)
+                    gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"],
+                                             arrays["joints_xyz"], cube_mm=manifest.cube_mm,
+                                             camera=manifest.camera_model)
+                    _save_chunk(path, frames, arrays, restored, gate)
+                    crash_point("restore.chunk", out_dir)
+                bar.update(len(frames))
+        seconds = time.perf_counter() - started
+        return _assemble(out_dir, work_dir, job, manifest, len(starts), seconds)
 
 
 def _optional(manifest, name: str) -> list[str]:
@@ -178,17 +182,20 @@ def _claim_work_dir(out_dir: Path, job: dict) -> Path:
     work_dir = _work_dir(out_dir)
     job_path = work_dir / JOB_NAME
     if job_path.exists():
-        previous = json.loads(job_path.read_text())
-        if previous != job:
+        try:
+            previous = json.loads(job_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise UserError(f"{job_path} is not valid JSON ({error}); delete {work_dir} to start over") from None
+        if not isinstance(previous, dict) or previous != job:
+            previous = previous if isinstance(previous, dict) else {}
             changed = sorted(key for key in job if previous.get(key) != job[key])
             raise UserError(
                 f"{work_dir} holds an interrupted restoration with other parameters (different: "
                 f"{', '.join(changed)}); delete it to start over"
             )
         return work_dir
-    if work_dir.exists() and any(work_dir.iterdir()):
+    if any(path.name != LOCK_NAME for path in work_dir.iterdir()):
         raise UserError(f"{work_dir} exists and is not a restoration work folder; delete it")
-    work_dir.mkdir(parents=True, exist_ok=True)
     write_text(job_path, json.dumps(job, indent=2))
     return work_dir
 
@@ -230,19 +237,20 @@ def _assemble(out_dir: Path, work_dir: Path, job: dict, manifest, chunks: int, s
     }
     counts = {key: summary[key] for key in ("frames", "accepted", "rejected", "rejection_rate")}
     fields = [name for name in OUTPUT_FIELDS if name == "labels" or name in manifest.fields]
-    with atomic_path(out_dir) as tmp:
-        writer = DatasetWriter(tmp, domain=manifest.domain, size=manifest.size, seed=manifest.seed, fields=fields,
-                               cube_mm=manifest.cube_mm, camera=manifest.camera_model,
-                               params={"restoration": job, "counts": counts})
-        shard = 0
-        for chunk in range(chunks):
-            with np.load(work_dir / _chunk_name(chunk)) as part:
-                if part["accepted"].any():
-                    writer.write_shard(shard, {name: part[name] for name in fields})
-                    shard += 1
-        _write_quality_csv(tmp / QUALITY_NAME, verdicts)
-        write_text(tmp / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-        writer.finish()
+    # An empty out_dir (checked by restore_dataset) may be replaced; anything else was refused there.
+    with atomic_path(out_dir, replace_folder=lambda path: not any(path.iterdir())) as tmp:
+        with DatasetWriter(tmp, domain=manifest.domain, size=manifest.size, seed=manifest.seed, fields=fields,
+                           cube_mm=manifest.cube_mm, camera=manifest.camera_model,
+                           params={"restoration": job, "counts": counts}) as writer:
+            shard = 0
+            for chunk in range(chunks):
+                with np.load(work_dir / _chunk_name(chunk)) as part:
+                    if part["accepted"].any():
+                        writer.write_shard(shard, {name: part[name] for name in fields})
+                        shard += 1
+            _write_quality_csv(tmp / QUALITY_NAME, verdicts)
+            write_text(tmp / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+            writer.finish()
     shutil.rmtree(work_dir)
     return RestoreResult(out_dir, out_dir / QUALITY_NAME, out_dir / SUMMARY_NAME, summary)
 
@@ -270,6 +278,7 @@ def _finished_result(out_dir: Path, job: dict) -> RestoreResult | None:
 def read_restored_manifest(path: str | Path):
     """The manifest of a data set written by `restore_dataset`; UserError for any other folder."""
     manifest = read_manifest(path)
-    if "restoration" not in manifest.params or "labels" not in manifest.fields:
+    job = manifest.params.get("restoration")
+    if not isinstance(job, dict) or not isinstance(job.get("method"), str) or "labels" not in manifest.fields:
         raise UserError(f"{path} is not a restored data set (made by `keras-hpe restore`): no restoration params")
     return manifest

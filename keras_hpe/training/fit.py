@@ -1,31 +1,56 @@
-"""Fitting that survives interruptions, shared by every training stage.
+"""Fitting that resumes exactly where it was interrupted, shared by every training stage.
 
-`fit_resumable` wraps `model.fit` with `keras.callbacks.BackupAndRestore`, so
-a killed run resumes at the epoch it was in when re-run with the same
-arguments, a CSV log of every epoch (continued on resume) and TensorBoard
-event files. `make_optimizer` turns a stage's optimiser settings into a Keras
-optimiser with its learning-rate schedule.
+`fit_resumable` trains one epoch per `model.fit` call, on `data_for_epoch(epoch)`:
+a data set that is a function of the run's seed and the epoch alone (see
+`training.inputs`). After every epoch it writes a checkpoint, `OUT/backup/<name>/`:
+the weights with the optimiser's state, and `state.json` with the epochs done,
+their history and the run's identity (every setting the result depends on).
+A rerun with the same identity continues at the next epoch and ends with the
+weights, bit for bit, of a run that was never interrupted; a rerun with another
+identity is refused, naming the settings that differ. A stage removes the
+checkpoint (`remove_checkpoint`) once it has written its results, so a run
+killed in between resumes with every epoch done and only writes them again.
+
+Why not `keras.callbacks.BackupAndRestore`: it restores the weights and the
+optimiser at the last finished epoch, but not the position in the data. A
+tf.data pipeline that reshuffles (and re-augments) at each pass draws its
+epochs from how often this process iterated it, so a resumed run trained on
+other batches than an uninterrupted one and ended elsewhere. Nor does it
+record what the backup was made with, so it continued a run of other settings.
+
+`make_optimizer` turns a stage's optimiser settings into a Keras optimiser
+with its learning-rate schedule.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import importlib.util
+import io
+import json
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Protocol, Sequence, TypeVar
+from typing import Callable, Mapping, Protocol, Sequence, TypeVar
 
 import keras
 import tensorflow as tf
 
+from keras_hpe.data.dataset import MANIFEST_NAME
 from keras_hpe.errors import UserError
+from keras_hpe.faults import crash_point
+from keras_hpe.outputs import atomic_path, write_text
 
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
+STATE_NAME = "state.json"
+STATE_FORMAT = "keras_hpe.fit_checkpoint/1"
 
 Config = TypeVar("Config")
+History = dict[str, list[float]]
 
 
 class OptimizerSettings(Protocol):
@@ -46,7 +71,38 @@ def with_run_length(config: Config, epochs: int | None, batch_size: int | None) 
     )
     if config.epochs < 1:
         raise UserError(f"epochs must be >= 1, got {config.epochs}")
+    if config.batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {config.batch_size}")
     return config
+
+
+def check_seed(seed: int) -> int:
+    """`seed`, or UserError unless it is an integer >= 0 (the data order is drawn from `default_rng([seed, epoch])`)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise UserError(f"seed must be an integer >= 0, got {seed!r}")
+    return seed
+
+
+def fingerprint(path: str | Path) -> str:
+    """SHA-256 of a file (a model), or of a data set folder's manifest.json: an input in a run's identity."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with open(path / MANIFEST_NAME if path.is_dir() else path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seed_new_model(seed: int) -> None:
+    """Reset Keras' global state, then seed it: call before building each model a stage trains.
+
+    A model built after it gets the same initial weights and the same layer
+    names (Keras numbers auto-named op layers per process: `less`, `less_1`)
+    whatever the process built before, so a stage resumed in a new process
+    saves the archive an uninterrupted `reproduce` does.
+    """
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
 
 
 def make_optimizer(config: OptimizerSettings, total_steps: int) -> keras.optimizers.Optimizer:
@@ -58,58 +114,160 @@ def make_optimizer(config: OptimizerSettings, total_steps: int) -> keras.optimiz
         rate = keras.optimizers.schedules.InverseTimeDecay(config.learning_rate, 1, config.lr_decay)
     else:
         rate = config.learning_rate
+    # Named, so a saved model's config does not depend on how many optimisers the process built before.
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.SGD(rate, name="sgd")
+    return keras.optimizers.Adam(rate, name="adam")
 
 
 def fit_resumable(
     model: keras.Model,
-    train: tf.data.Dataset,
+    data_for_epoch: Callable[[int], tf.data.Dataset],
     *,
     epochs: int,
     out_dir: Path,
     name: str,
+    identity: Mapping,
     val: tf.data.Dataset | None = None,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
-) -> tuple[dict[str, list[float | None]], float]:
-    """`model.fit` that resumes after an interruption; returns (history of all epochs, seconds of this run).
+) -> tuple[History, float]:
+    """Fit the compiled `model` for `epochs` epochs, resuming an interrupted fit; return (history, seconds).
 
-    `OUT/backup/<name>` holds the BackupAndRestore state (removed when the fit
-    ends), `OUT/logs/<name>.csv` the per-epoch figures (continued on resume,
-    so the history also holds the epochs before an interruption) and
-    `OUT/logs/<name>/` TensorBoard events.
+    `data_for_epoch(epoch)` builds epoch `epoch`'s training data: it must
+    depend on nothing but the epoch and the settings in `identity` (a JSON-able
+    mapping). `OUT/backup/<name>/` holds the checkpoint (for `remove_checkpoint`
+    once the stage's results are written), `OUT/logs/<name>.csv` one row per
+    epoch, `OUT/logs/<name>/` TensorBoard events. The history holds every
+    epoch, also those before an interruption; the seconds are this run's.
+    Raises UserError if the checkpoint was made with another identity.
     """
-    log_dir = out_dir / LOG_DIR
-    log_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
     backup_dir = out_dir / BACKUP_DIR / name
+    log_dir = out_dir / LOG_DIR
     history_csv = log_dir / f"{name}.csv"
-    if not backup_dir.exists():
-        history_csv.unlink(missing_ok=True)  # a fresh run, not a resumed one
-    logs = [keras.callbacks.CSVLogger(str(history_csv), append=True)]
+    identity = json.loads(json.dumps(identity))  # as it reads back from state.json
+    rows = _restore(model, backup_dir, identity, epochs)
+    _write_csv(history_csv, rows)  # drops rows of an epoch that was interrupted before its checkpoint
+    logs: list[keras.callbacks.Callback] = [_CrashPoints(name)]
+    if progress:
+        logs.append(_RunProgbar(epochs))
     if importlib.util.find_spec("tensorboard") is not None:
         logs.append(keras.callbacks.TensorBoard(str(log_dir / name)))
-    backup = keras.callbacks.BackupAndRestore(str(backup_dir))
     started = time.perf_counter()
-    model.fit(
-        train,
-        validation_data=val,
-        epochs=epochs,
-        verbose=1 if progress else 0,
-        shuffle=False,  # the tf.data pipelines shuffle
-        callbacks=[backup, *logs, *callbacks],
-    )
+    for epoch in range(len(rows), epochs):
+        fitted = model.fit(
+            data_for_epoch(epoch),
+            validation_data=val,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            verbose=1 if progress else 0,
+            shuffle=False,  # the tf.data pipelines shuffle
+            callbacks=[*logs, *callbacks],
+        )
+        rows.append({key: float(values[-1]) for key, values in fitted.history.items()})
+        _write_checkpoint(model, backup_dir, identity, rows)
+        _write_csv(history_csv, rows)
+        crash_point("fit.epoch", name)
     seconds = time.perf_counter() - started
-    # BackupAndRestore deletes its folder when the fit ends; the parent goes too unless another fit uses it.
+    return {key: [row[key] for row in rows] for key in sorted(rows[0])}, seconds
+
+
+def remove_checkpoint(out_dir: Path, name: str) -> None:
+    """Remove the checkpoint of fit `name` in `out_dir`, and `OUT/backup` unless another fit's is in it."""
+    backup_dir = Path(out_dir) / BACKUP_DIR / name
+    shutil.rmtree(backup_dir, ignore_errors=True)
     with contextlib.suppress(OSError):
         backup_dir.parent.rmdir()
-    return read_history(history_csv), seconds
 
 
-def read_history(path: Path) -> dict[str, list[float | None]]:
-    """{metric: per-epoch values} from a Keras CSVLogger file ("NA" -> None; all-NA columns dropped)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    names = [name for name in rows[0] if name != "epoch" and any(row[name] != "NA" for row in rows)] if rows else []
-    return {name: [None if row[name] == "NA" else float(row[name]) for row in rows] for name in names}
+class _CrashPoints(keras.callbacks.Callback):
+    """`faults.crash_point("fit.batch", name)` after every training batch (the fault-injection tests)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.name = name
+
+    def on_train_batch_end(self, batch, logs=None):
+        crash_point("fit.batch", self.name)
+
+
+class _RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar, numbering epochs out of the whole run ("Epoch 3/10") though each fit runs one."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
+
+
+def _restore(model: keras.Model, backup_dir: Path, identity: dict, epochs: int) -> list[dict[str, float]]:
+    """Load the checkpoint in `backup_dir` into `model` and return its history rows; [] without one."""
+    state_path = backup_dir / STATE_NAME
+    if not state_path.is_file():
+        # No checkpoint, or one killed before its first state.json: nothing to resume.
+        shutil.rmtree(backup_dir, ignore_errors=True)
+        return []
+    start_over = f"delete {backup_dir} to start over"
+    try:
+        state = json.loads(state_path.read_text())
+        saved, rows, weights = state["identity"], state["history"], backup_dir / state["weights"]
+        if state["format"] != STATE_FORMAT or state["epochs_done"] != len(rows):
+            raise ValueError(f"not a {STATE_FORMAT} checkpoint")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UserError(f"cannot resume from {state_path}: {error}; {start_over}") from None
+    if saved != identity:
+        raise UserError(
+            f"{backup_dir.parent.parent} holds an interrupted training ({backup_dir.name}) made with other "
+            f"settings (different: {', '.join(_differences(saved, identity))}; see {state_path}); rerun with "
+            f"those settings to resume it, or {start_over}"
+        )
+    if len(rows) > epochs:
+        raise UserError(f"{state_path} has {len(rows)} epochs done, more than the {epochs} asked; {start_over}")
+    # Keras loads an optimiser's variables only into a built optimiser; unbuilt, it skips them.
+    model.optimizer.build(model.trainable_variables)
+    try:
+        model.load_weights(weights)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot resume from {weights}: {str(error).splitlines()[0]}; {start_over}") from None
+    return rows
+
+
+def _write_checkpoint(model: keras.Model, backup_dir: Path, identity: dict, rows: list[dict[str, float]]) -> None:
+    """Write the weights (with the optimiser's state) under a new name, then state.json naming them.
+
+    Each file is written atomically and state.json last, so a kill at any
+    moment leaves the previous checkpoint or this one, whole.
+    """
+    weights = f"epoch-{len(rows):05d}.weights.h5"
+    with atomic_path(backup_dir / weights) as tmp:
+        model.save_weights(tmp)
+    state = {"format": STATE_FORMAT, "epochs_done": len(rows), "weights": weights, "history": rows,
+             "identity": identity}
+    write_text(backup_dir / STATE_NAME, json.dumps(state, indent=2) + "\n")
+    for stale in backup_dir.glob("epoch-*.weights.h5"):
+        if stale.name != weights:
+            stale.unlink()
+
+
+def _write_csv(path: Path, rows: list[dict[str, float]]) -> None:
+    """One line per epoch, as `keras.callbacks.CSVLogger` writes them; no file without rows."""
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["epoch", *sorted(rows[0])], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({"epoch": epoch, **row} for epoch, row in enumerate(rows))
+    write_text(path, text.getvalue())
+
+
+def _differences(old, new, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two nested dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        names = sorted(set(old) | set(new))
+        return [key for name in names for key in _differences(old.get(name), new.get(name), f"{prefix}{name}.")]
+    return [prefix.rstrip(".")] if old != new else []

@@ -5,21 +5,40 @@ rotation and a scale about the crop centre, applied consistently to image
 fields (depth, labels, segmentations: nearest neighbour, so labels stay labels
 and depth is never blended with the background) and to joints given relative
 to the centre in half-cube units (the regression target, `crop.joints_to_crop`).
+
+Every random draw of a training pipeline (shuffle, augmentation, mixing) is
+seeded from (run seed, epoch) by `stream_seed` and none depends on how often a
+data set was iterated: a training builds each epoch's data set anew, so a
+resumed run trains on exactly the batches an uninterrupted one does.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from pathlib import Path
 from typing import Iterable
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_hpe.data.dataset import make_tf_dataset, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import segmentation_input
 from keras_hpe.presets import AugmentConfig
+
+
+def stream_seed(seed: int, epoch: int, stream: str) -> int:
+    """A seed in [0, 2**63) for one kind of draw (`stream`: "shuffle", "augment", ...) in one epoch of a run."""
+    state = np.random.SeedSequence([seed, epoch, zlib.crc32(stream.encode())]).generate_state(1, np.uint64)
+    return int(state[0] >> 1)
+
+
+def batch_seeds(dataset: tf.data.Dataset, seed: int, epoch: int, stream: str) -> tf.data.Dataset:
+    """Pair each element of `dataset` with a stateless (2,) int64 seed: (the epoch's `stream_seed`, its index)."""
+    key = tf.constant(stream_seed(seed, epoch, stream), tf.int64)
+    return dataset.enumerate().map(lambda index, element: (element, tf.stack([key, index])))
 
 
 def random_transforms(batch: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
@@ -103,6 +122,14 @@ def check_crop_size(data_dir: str | Path, size: int) -> None:
         )
 
 
+def check_labelled(data_dir: str | Path, size: int) -> None:
+    """Raise UserError unless the data set at `data_dir` holds part labels and crops of `size` x `size`."""
+    manifest = read_manifest(data_dir)
+    if "labels" not in manifest.fields:
+        raise UserError(f"data set {data_dir} ({manifest.domain}) has no part labels; a labelled set is needed")
+    check_crop_size(data_dir, size)
+
+
 def seg_examples(frames: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     """A batch of frames -> (LCN'd depth (B,S,S,1), class ids 0..19 (B,S,S), hand mask (B,S,S)).
 
@@ -114,6 +141,51 @@ def seg_examples(frames: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf
     return x, tf.maximum(labels - 1, 0), tf.cast(labels > 0, tf.float32)
 
 
+def seg_frames(
+    data_dir: str | Path,
+    *,
+    size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle_buffer: int = 1024,
+    passes: int = 1,
+) -> tf.data.Dataset:
+    """The frames {depth_mm, labels, center_uvd} of a labelled data set, `passes` times over, for `seg_batches`.
+
+    Raises UserError for a missing or unfinished data set, one without
+    labels, or crops of another size than `size`. With `shuffle`, the order
+    is that of epoch `epoch` of a run seeded `seed`.
+    """
+    check_crop_size(data_dir, size)
+    fields = ["depth_mm", "labels", "center_uvd"]
+    frames = make_tf_dataset(data_dir, fields, shuffle=shuffle, seed=seed, epoch=epoch, passes=passes)
+    if shuffle and shuffle_buffer > 1:
+        # Shards come in random order, frames shuffled inside each; this mixes across shard borders.
+        # (tf.data also mixes TensorFlow's global seed into this seed: every trainer sets it first.)
+        frames = frames.shuffle(shuffle_buffer, seed=stream_seed(seed, epoch, "shuffle"), reshuffle_each_iteration=False)
+    return frames
+
+
+def seg_batches(
+    frames: tf.data.Dataset,
+    batch_size: int,
+    *,
+    seed: int = 0,
+    epoch: int = 0,
+    augment: AugmentConfig | None = None,
+) -> tf.data.Dataset:
+    """Batches (x, class ids, hand mask) of `seg_frames` frames, augmented as in epoch `epoch` of a run seeded `seed`."""
+    if batch_size < 1:
+        raise UserError(f"batch size must be >= 1, got {batch_size}")
+    batches = frames.batch(batch_size)
+    if augment is not None and augment.enabled:
+        batches = batch_seeds(batches, seed, epoch, "augment").map(
+            lambda batch, pair: augment_batch(batch, pair, augment), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return batches.map(seg_examples, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
 def seg_dataset(
     data_dir: str | Path,
     batch_size: int,
@@ -121,27 +193,15 @@ def seg_dataset(
     size: int,
     shuffle: bool = False,
     seed: int = 0,
+    epoch: int = 0,
     augment: AugmentConfig | None = None,
     shuffle_buffer: int = 1024,
 ) -> tf.data.Dataset:
     """Batches (x, class ids, hand mask) of a labelled data set for the segmentation network.
 
-    Raises UserError for a missing or unfinished data set, one without
-    labels, or crops of another size than `size`. With `shuffle` the order
-    (and the augmentation) changes every epoch, deterministically given `seed`.
+    `seg_frames`, then `seg_batches`: the order (with `shuffle`) and the
+    augmentation are those of epoch `epoch` of a run seeded `seed`, the same
+    at every pass over the returned data set.
     """
-    check_crop_size(data_dir, size)
-    if batch_size < 1:
-        raise UserError(f"batch size must be >= 1, got {batch_size}")
-    dataset = make_tf_dataset(data_dir, ["depth_mm", "labels", "center_uvd"], shuffle=shuffle, seed=seed)
-    if shuffle and shuffle_buffer > 1:
-        # Shards come in random order, frames shuffled inside each; this mixes across shard borders.
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    dataset = dataset.batch(batch_size)
-    if augment is not None and augment.enabled:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        dataset = tf.data.Dataset.zip(dataset, seeds).map(
-            lambda frames, pair: augment_batch(frames, pair, augment), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    dataset = dataset.map(seg_examples, num_parallel_calls=tf.data.AUTOTUNE)
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    frames = seg_frames(data_dir, size=size, shuffle=shuffle, seed=seed, epoch=epoch, shuffle_buffer=shuffle_buffer)
+    return seg_batches(frames, batch_size, seed=seed, epoch=epoch, augment=augment)

@@ -42,7 +42,6 @@ model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,7 +52,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from keras_hpe.atomic import atomic_path, write_text
+from keras_hpe.checks import is_file_name, is_finite, require
 from keras_hpe.data.camera import Camera, uvd_to_xyz, xyz_to_uvd
 from keras_hpe.data.crop import (
     MAX_CROP_UNITS,
@@ -68,11 +67,21 @@ from keras_hpe.data.dataset import load_arrays, make_tf_dataset, read_manifest
 from keras_hpe.data.skeleton import NUM_PARTS
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, evaluate_joints
+from keras_hpe.models.loading import load_model
 from keras_hpe.models.regression import build_direct_regression, build_regression
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
-from keras_hpe.training.inputs import augment_batch, check_crop_size
-from keras_hpe.training.fit import BACKUP_DIR, fit_resumable, make_optimizer, with_run_length
+from keras_hpe.training.fit import (
+    check_seed,
+    fingerprint,
+    fit_resumable,
+    make_optimizer,
+    remove_checkpoint,
+    seed_new_model,
+    with_run_length,
+)
+from keras_hpe.training.inputs import augment_batch, batch_seeds, check_crop_size, stream_seed
 from keras_hpe.training.seg import load_segmentation_model
 
 VARIANTS = ("direct", "cascade", "semi", "full")
@@ -81,6 +90,7 @@ HEADS = ("separate", "shared")
 TRAIN_FIELDS = ["depth_mm", "joints_xyz", "center_uvd"]
 REFINE_SUFFIX = "_refine"
 SEG_CACHE_DIR = "seg_cache"
+BATCH_NORM_EPOCH = 2**31 - 1  # the data of the batch-norm statistics pass: those of an epoch no training reaches
 
 
 @dataclass
@@ -178,6 +188,7 @@ def regression_dataset(
     refine_cube_mm: float | None = None,
     shuffle: bool = False,
     seed: int = 0,
+    epoch: int = 0,
     augment: AugmentConfig | None = None,
     jitter_mm: float = 0.0,
     shuffle_buffer: int = 8192,
@@ -189,8 +200,9 @@ def regression_dataset(
     (N, 3) mm, frames are re-cropped to the cube of `refine_cube_mm` around
     those points (the cascade's second step), jittered by `jitter_mm`.
     Frames are read in the data set's order (so that the per-frame arrays
-    line up) and, with `shuffle`, mixed in a `shuffle_buffer` window, anew
-    each epoch, deterministically given `seed`.
+    line up) and, with `shuffle`, mixed in a `shuffle_buffer` window. The
+    order, jitter and augmentation are those of epoch `epoch` of a run seeded
+    `seed`: the same at every pass over the returned data set.
     """
     data_dir = Path(data_dir)
     check_crop_size(data_dir, size)
@@ -210,9 +222,12 @@ def regression_dataset(
         streams = {name: _array_dataset(array) for name, array in extras.items()}
         frames = tf.data.Dataset.zip(frames, tf.data.Dataset.zip(streams)).map(lambda a, b: {**a, **b})
     if shuffle:
-        frames = frames.shuffle(min(shuffle_buffer, manifest.count), seed=seed, reshuffle_each_iteration=True)
-    frames = frames.batch(batch_size)
-    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        # tf.data also mixes TensorFlow's global seed into this seed: every trainer sets it first.
+        frames = frames.shuffle(
+            min(shuffle_buffer, manifest.count), seed=stream_seed(seed, epoch, "shuffle"),
+            reshuffle_each_iteration=False,
+        )
+    frames = batch_seeds(frames.batch(batch_size), seed, epoch, "augment")
     augment = augment if augment is not None and augment.enabled else None
 
     def recrop(depth_mm, center_uvd, coarse):
@@ -249,9 +264,7 @@ def regression_dataset(
         # A depth-only model takes a bare tensor, not a dict.
         return (inputs if len(inputs) > 1 else inputs["depth"]), views["joints"]
 
-    return tf.data.Dataset.zip(frames, seeds).map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(
-        tf.data.AUTOTUNE
-    )
+    return frames.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 def segment_data_set(
@@ -284,7 +297,7 @@ def cached_segmentation(
     """
     seg_path, data_dir = Path(seg_path), Path(data_dir)
     read_manifest(data_dir)
-    key = f"{_sha256(data_dir / 'manifest.json')[:12]}-{_sha256(seg_path)[:12]}"
+    key = f"{fingerprint(data_dir)[:12]}-{fingerprint(seg_path)[:12]}"
     path = Path(cache_dir) / f"labels-{key}.npy"
     if not path.exists():
         labels = segment_data_set(load_segmentation_model(seg_path), data_dir, batch_size, progress)
@@ -337,8 +350,11 @@ def train_regression(
     `seg_path` (the segmentation model) is required for "semi" / "full" and
     refused otherwise; `head` ("separate" or "shared") applies to those two.
     `epochs` and `batch_size` override the config's. Re-running an
-    interrupted run with the same arguments resumes it. With `val_dir` the
-    JSON holds the trained variant's joint errors on that set.
+    interrupted run with the same arguments resumes it (a cascade in the step
+    it was in); with other arguments it is a UserError. With `val_dir` the
+    JSON holds the trained variant's joint errors on that set. The inputs are
+    checked before `out_dir` is made, and `out_dir` is locked while the
+    training runs.
     """
     if variant not in VARIANTS:
         raise UserError(f"regression variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -351,108 +367,117 @@ def train_regression(
     if head != "separate" and variant not in SEG_VARIANTS:
         raise UserError(f"a shared head applies to the semi and full variants only, not {variant!r}")
     config = with_run_length(config, epochs, batch_size)
+    check_seed(seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
-    if val_dir is not None:
-        check_crop_size(val_dir, manifest.size)
+    for step_data in (data_dir, val_dir) if val_dir is not None else (data_dir,):
+        _check_regression_data(step_data, manifest.size)
     config = replace(config, model=replace(config.model, input_size=manifest.size))
     cube_mm = float(manifest.cube_mm)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = f"reg_{variant}"
-    labels = {"train": None, "val": None}
-    seg_sha256 = None
     if seg_path is not None:
         seg_path = Path(seg_path).resolve()
-        if not seg_path.is_file():
-            raise UserError(f"segmentation model {seg_path} does not exist")
-        seg_sha256 = _sha256(seg_path)
-        cache = out_dir / SEG_CACHE_DIR
-        labels["train"] = cached_segmentation(seg_path, data_dir, cache, config.batch_size, progress)
-        if val_dir is not None:
-            labels["val"] = cached_segmentation(seg_path, val_dir, cache, config.batch_size, progress)
-
-    def fit(model, step_name, cube, train_extras=None, val_extras=None) -> tuple[dict, float]:
-        """Compile for the step's cube (the metric's mm), fit with resume, then fix the batch-norm statistics."""
-        steps = -(-manifest.count // config.batch_size) * config.epochs
-        model.compile(
-            optimizer=make_optimizer(config, steps),
-            loss=keras.losses.MeanSquaredError(),
-            metrics=[MeanJointErrorMM(cube / 2)],
-        )
-        train = regression_dataset(
-            data_dir, config.batch_size, size=manifest.size, segmentation=labels["train"], shuffle=True, seed=seed,
-            augment=config.augment, jitter_mm=config.cascade_jitter_mm, shuffle_buffer=config.shuffle_buffer,
-            **(train_extras or {}),
-        )
-        val = None
-        if val_dir is not None:
-            val = regression_dataset(
-                val_dir, config.batch_size, size=manifest.size, segmentation=labels["val"], **(val_extras or {})
-            )
-        history, seconds = fit_resumable(
-            model, train, epochs=config.epochs, out_dir=out_dir, name=step_name, val=val, progress=progress,
-            callbacks=callbacks,
-        )
-        estimate_batch_norm_statistics(model, train, config.batch_norm_batches)
-        return history, seconds
-
-    keras.utils.set_random_seed(seed)
-    refine_name = name + REFINE_SUFFIX
-    model_path = out_dir / f"{name}.keras"
-    history, seconds = {}, 0.0
-    # An interrupted cascade resumes in its second step: keep the finished first one.
-    if variant == "cascade" and model_path.exists() and (out_dir / BACKUP_DIR / refine_name).exists():
-        model = keras.saving.load_model(model_path, compile=False)
-    else:
-        if variant in SEG_VARIANTS:
-            model = build_regression(config.model, head)
-        else:
-            model = build_direct_regression(config.model)
-        history[name], seconds = fit(model, name, cube_mm)
-        _save_model(model, model_path)
-    model_paths = [model_path]
-
-    refine_cube_mm = None
-    if variant == "cascade":
-        refine_cube_mm = cube_mm * config.cascade_cube_fraction
-
-        def refine_inputs(step_data: Path) -> dict:
-            coarse_xyz = _coarse_xyz(model, step_data, manifest.size, config.batch_size, progress)
-            return {"coarse_xyz": coarse_xyz, "refine_cube_mm": refine_cube_mm}
-
-        train_extras = refine_inputs(data_dir)
-        val_extras = refine_inputs(Path(val_dir)) if val_dir is not None else None
-        keras.utils.set_random_seed(seed + 1)
-        refine = build_direct_regression(config.model)
-        history[refine_name], refine_seconds = fit(refine, refine_name, refine_cube_mm, train_extras, val_extras)
-        seconds += refine_seconds
-        model_paths.append(out_dir / f"{refine_name}.keras")
-        _save_model(refine, model_paths[-1])
-
-    metrics = {
+        check_crop_size(data_dir, model_crop_size(load_segmentation_model(seg_path)))
+    name = f"reg_{variant}"
+    identity = {
         "variant": variant,
-        "head": head if variant in SEG_VARIANTS else None,
-        "models": [path.name for path in model_paths],
-        "seg_model": str(seg_path) if seg_path is not None else None,
-        "seg_sha256": seg_sha256,
-        "cube_mm": cube_mm,
-        "refine_cube_mm": refine_cube_mm,
-        "data": str(data_dir),
-        "frames": manifest.count,
-        "size": manifest.size,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
+        "head": head,
+        "data": fingerprint(data_dir),
+        "val": fingerprint(val_dir) if val_dir is not None else None,
+        "seg_model": fingerprint(seg_path) if seg_path is not None else None,
         "seed": seed,
-        "train_seconds_this_run": round(seconds, 1),
         "config": config.to_dict(),
-        "history": history,
     }
-    metrics_path = out_dir / f"{name}.json"
-    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
-    if val_dir is not None:
-        errors, _ = evaluate_regression(load_pipeline(model_path, seg_path), val_dir, config.batch_size)
-        metrics["val"] = {"data": str(val_dir), **_summary(errors)}
+
+    with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
+        labels = {"train": None, "val": None}
+        if seg_path is not None:
+            cache = out_dir / SEG_CACHE_DIR
+            labels["train"] = cached_segmentation(seg_path, data_dir, cache, config.batch_size, progress)
+            if val_dir is not None:
+                labels["val"] = cached_segmentation(seg_path, val_dir, cache, config.batch_size, progress)
+
+        def fit(model, step_name, cube, train_extras=None, val_extras=None) -> tuple[dict, float]:
+            """Compile for the step's cube (the metric's mm), fit with resume, then fix the batch-norm statistics."""
+            steps = -(-manifest.count // config.batch_size) * config.epochs
+            model.compile(
+                optimizer=make_optimizer(config, steps),
+                loss=keras.losses.MeanSquaredError(),
+                metrics=[MeanJointErrorMM(cube / 2)],
+            )
+
+            def train(epoch: int) -> tf.data.Dataset:
+                return regression_dataset(
+                    data_dir, config.batch_size, size=manifest.size, segmentation=labels["train"], shuffle=True,
+                    seed=seed, epoch=epoch, augment=config.augment, jitter_mm=config.cascade_jitter_mm,
+                    shuffle_buffer=config.shuffle_buffer, **(train_extras or {}),
+                )
+
+            val = None
+            if val_dir is not None:
+                val = regression_dataset(
+                    val_dir, config.batch_size, size=manifest.size, segmentation=labels["val"], **(val_extras or {})
+                )
+            history, seconds = fit_resumable(
+                model, train, epochs=config.epochs, out_dir=out_dir, name=step_name,
+                identity={**identity, "step": step_name}, val=val, progress=progress, callbacks=callbacks,
+            )
+            estimate_batch_norm_statistics(model, train(BATCH_NORM_EPOCH), config.batch_norm_batches)
+            return history, seconds
+
+        seed_new_model(seed)
+        model = build_regression(config.model, head) if variant in SEG_VARIANTS else build_direct_regression(config.model)
+        # A cascade interrupted in its second step finds its first step's checkpoint complete: it only
+        # re-estimates the batch-norm statistics, as the uninterrupted run did.
+        history, seconds = {}, {}
+        history[name], seconds[name] = fit(model, name, cube_mm)
+        model_paths = [out_dir / f"{name}.keras"]
+        _save_model(model, model_paths[0])
+
+        refine_cube_mm = None
+        if variant == "cascade":
+            refine_name = name + REFINE_SUFFIX
+            refine_cube_mm = cube_mm * config.cascade_cube_fraction
+
+            def refine_inputs(step_data: Path) -> dict:
+                coarse_xyz = _coarse_xyz(model, step_data, manifest.size, config.batch_size, progress)
+                return {"coarse_xyz": coarse_xyz, "refine_cube_mm": refine_cube_mm}
+
+            train_extras = refine_inputs(data_dir)
+            val_extras = refine_inputs(Path(val_dir)) if val_dir is not None else None
+            seed_new_model(seed + 1)
+            refine = build_direct_regression(config.model)
+            history[refine_name], seconds[refine_name] = fit(
+                refine, refine_name, refine_cube_mm, train_extras, val_extras
+            )
+            model_paths.append(out_dir / f"{refine_name}.keras")
+            _save_model(refine, model_paths[-1])
+
+        metrics = {
+            "variant": variant,
+            "head": head if variant in SEG_VARIANTS else None,
+            "models": [path.name for path in model_paths],
+            "seg_model": str(seg_path) if seg_path is not None else None,
+            "seg_sha256": identity["seg_model"],
+            "cube_mm": cube_mm,
+            "refine_cube_mm": refine_cube_mm,
+            "data": str(data_dir),
+            "frames": manifest.count,
+            "size": manifest.size,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "seed": seed,
+            "train_seconds_this_run": round(sum(seconds.values()), 1),
+            "config": config.to_dict(),
+            "history": history,
+        }
+        metrics_path = out_dir / f"{name}.json"
         write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        if val_dir is not None:
+            errors, _ = evaluate_regression(load_pipeline(model_paths[0], seg_path), val_dir, config.batch_size)
+            metrics["val"] = {"data": str(val_dir), **_summary(errors)}
+            write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        for step_name in history:
+            remove_checkpoint(out_dir, step_name)
     return RegTrainingResult(model_paths=model_paths, metrics_path=metrics_path, metrics=metrics)
 
 
@@ -467,12 +492,7 @@ def load_pipeline(model_path: str | Path, seg_path: str | Path | None = None) ->
     if not model_path.is_file():
         raise UserError(f"model file {model_path} does not exist")
     info_path = model_path.with_suffix(".json")
-    info = {}
-    if info_path.is_file():
-        try:
-            info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as error:
-            raise UserError(f"{info_path} is not valid JSON: {error}") from None
+    info = _read_variant_info(info_path) if info_path.is_file() else {}
     variant = info.get("variant")
     if variant is None:
         variant = "semi" if len(_load_model(model_path).inputs) == 2 else "direct"
@@ -488,6 +508,25 @@ def load_pipeline(model_path: str | Path, seg_path: str | Path | None = None) ->
     elif seg_path is not None:
         raise UserError(f"model {model_path} ({variant}) takes no segmentation; do not give --seg")
     return pipeline
+
+
+def _read_variant_info(path: Path) -> dict:
+    """The `.json` beside a regression model, with the keys `load_pipeline` reads checked (UserError naming it)."""
+    try:
+        info = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(info).__name__}")
+    variant, seg_model = info.get("variant"), info.get("seg_model")
+    require(variant is None or variant in VARIANTS, str(path), "variant", f"one of {', '.join(VARIANTS)}", variant)
+    require(seg_model is None or isinstance(seg_model, str), str(path), "seg_model", "a path", seg_model)
+    if variant == "cascade":
+        models, cube_mm = info.get("models"), info.get("refine_cube_mm")
+        require(isinstance(models, list) and len(models) == 2 and all(map(is_file_name, models)), str(path),
+                "models", "the cascade's two model file names", models)
+        require(is_finite(cube_mm) and cube_mm > 0, str(path), "refine_cube_mm", "a number > 0 (mm)", cube_mm)
+    return info
 
 
 def predict_joints_xyz(
@@ -584,6 +623,16 @@ def _array_dataset(array: np.ndarray, chunk: int = 1024) -> tf.data.Dataset:
     return dataset.apply(tf.data.experimental.assert_cardinality(len(array)))
 
 
+def _check_regression_data(data_dir: str | Path, size: int) -> None:
+    """UserError unless `data_dir` is a data set of `size` x `size` crops with the fields the regression reads."""
+    check_crop_size(data_dir, size)
+    manifest = read_manifest(data_dir)
+    missing = [name for name in TRAIN_FIELDS if name not in manifest.fields]
+    if missing:
+        raise UserError(f"data set {data_dir} ({manifest.domain}) has no field(s) {', '.join(missing)}; "
+                        "the regression needs depth, joints and crop centres")
+
+
 def _check_per_frame(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
     if tuple(array.shape) != shape:
         raise UserError(f"{name} must have shape {shape} (one entry per frame), got {tuple(array.shape)}")
@@ -591,26 +640,13 @@ def _check_per_frame(array: np.ndarray, shape: tuple[int, ...], name: str) -> np
 
 
 def _load_model(path: Path) -> keras.Model:
-    """Load a `.keras` model for inference, with a one-line UserError if it cannot be read."""
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+    """Load a `.keras` regression model for inference (`models.loading.load_model`)."""
+    return load_model(path, "regression")
 
 
 def _save_model(model: keras.Model, path: Path) -> None:
     with atomic_path(path) as tmp:
         model.save(tmp)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _summary(errors: JointErrors) -> dict:

@@ -1,10 +1,10 @@
 """Stage 1: supervised training of the segmentation network on synthetic frames.
 
 Pixelwise negative log-likelihood over hand pixels only (background comes from
-depth), the optimiser of the preset, TensorBoard logs, and
-`keras.callbacks.BackupAndRestore` so that a killed run resumes at the epoch it
-was in. The trained model is written atomically as `OUT/seg_synth.keras`, with
-its metrics in `OUT/seg_synth.json`.
+depth), the optimiser of the preset, TensorBoard logs, and a checkpoint after
+every epoch (`training.fit.fit_resumable`), so that a killed run resumes and
+ends exactly where an uninterrupted one does. The trained model is written
+atomically as `OUT/seg_synth.keras`, with its metrics in `OUT/seg_synth.json`.
 """
 
 from __future__ import annotations
@@ -17,14 +17,24 @@ from typing import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
-from keras_hpe.atomic import atomic_path, write_text
 from keras_hpe.data.dataset import load_arrays, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
+from keras_hpe.models.loading import load_model
 from keras_hpe.models.segmentation import build_segmentation_model, model_crop_size, predict_parts
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
 from keras_hpe.presets import SegTrainingConfig
-from keras_hpe.training.fit import fit_resumable, make_optimizer, with_run_length
+from keras_hpe.training.fit import (
+    check_seed,
+    fingerprint,
+    fit_resumable,
+    make_optimizer,
+    remove_checkpoint,
+    seed_new_model,
+    with_run_length,
+)
 from keras_hpe.training.inputs import check_crop_size, seg_dataset
 
 MODEL_NAME = "seg_synth.keras"
@@ -66,64 +76,70 @@ def train_segmentation(
     """Train the segmentation network on the labelled data set at `data_dir`; write OUT/seg_synth.keras.
 
     `epochs` and `batch_size` override the config's. Re-running after an
-    interruption with the same arguments resumes from `OUT/backup`. With
-    `val_dir`, Keras reports validation figures every epoch and the metrics
-    JSON holds the final model's per-pixel and mean per-class accuracy there.
+    interruption with the same arguments resumes from `OUT/backup`; with other
+    arguments it is a UserError. With `val_dir`, Keras reports validation
+    figures every epoch and the metrics JSON holds the final model's per-pixel
+    and mean per-class accuracy there. The inputs are checked before `out_dir`
+    is made, and `out_dir` is locked while the training runs.
     """
     config = with_run_length(config, epochs, batch_size)
+    check_seed(seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
     if "labels" not in manifest.fields:
         raise UserError(f"data set {data_dir} ({manifest.domain}) has no part labels; stage 1 needs a labelled set")
     model_config = replace(config.model, size=manifest.size)
-    train = seg_dataset(
-        data_dir, config.batch_size, size=model_config.size, shuffle=True, seed=seed,
-        augment=config.augment, shuffle_buffer=config.shuffle_buffer,
-    )
+    config = replace(config, model=model_config)
     val = seg_dataset(val_dir, config.batch_size, size=model_config.size) if val_dir else None
 
-    keras.utils.set_random_seed(seed)
-    model = build_segmentation_model(model_config)
-    steps_per_epoch = math.ceil(manifest.count / config.batch_size)
-    compile_segmentation(model, make_optimizer(config, steps_per_epoch * config.epochs))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    history, seconds = fit_resumable(
-        model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, val=val, progress=progress,
-        callbacks=callbacks,
-    )
+    def train(epoch: int) -> tf.data.Dataset:
+        return seg_dataset(
+            data_dir, config.batch_size, size=model_config.size, shuffle=True, seed=seed, epoch=epoch,
+            augment=config.augment, shuffle_buffer=config.shuffle_buffer,
+        )
 
-    model_path = out_dir / MODEL_NAME
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
-    metrics = {
-        "data": str(data_dir),
-        "frames": manifest.count,
-        "size": manifest.size,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
+    identity = {
+        "data": fingerprint(data_dir),
+        "val": fingerprint(val_dir) if val_dir else None,
         "seed": seed,
-        "train_seconds_this_run": round(seconds, 1),
-        "config": asdict(replace(config, model=model_config)),
-        # From the CSV log: all epochs, also those done before an interruption.
-        "history": history,
+        "config": asdict(config),
     }
-    if val_dir:
-        scores = evaluate_model(model, val_dir)[0]
-        metrics["val"] = {"data": str(val_dir), **accuracy_summary(scores)}
-    metrics_path = out_dir / METRICS_NAME
-    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
+        seed_new_model(seed)
+        model = build_segmentation_model(model_config)
+        steps_per_epoch = math.ceil(manifest.count / config.batch_size)
+        compile_segmentation(model, make_optimizer(config, steps_per_epoch * config.epochs))
+        history, seconds = fit_resumable(
+            model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity, val=val,
+            progress=progress, callbacks=callbacks,
+        )
+        model_path = out_dir / MODEL_NAME
+        with atomic_path(model_path) as tmp:
+            model.save(tmp)
+        metrics = {
+            "data": str(data_dir),
+            "frames": manifest.count,
+            "size": manifest.size,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "seed": seed,
+            "train_seconds_this_run": round(seconds, 1),
+            "config": asdict(config),
+            # All epochs, also those done before an interruption.
+            "history": history,
+        }
+        if val_dir:
+            scores = evaluate_model(model, val_dir)[0]
+            metrics["val"] = {"data": str(val_dir), **accuracy_summary(scores)}
+        metrics_path = out_dir / METRICS_NAME
+        write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        remove_checkpoint(out_dir, FIT_NAME)
     return SegTrainingResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)
 
 
 def load_segmentation_model(path: str | Path) -> keras.Model:
-    """Load a `.keras` segmentation model, with a one-line UserError if it cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"model file {path} does not exist")
-    try:
-        return keras.saving.load_model(path)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot load model {path}: {str(error).splitlines()[0]}") from None
+    """Load a `.keras` segmentation model, uncompiled (`models.loading.load_model`): callers predict or re-compile."""
+    return load_model(path, "segmentation")
 
 
 def evaluate_model(

@@ -4,7 +4,8 @@ The stage-1 model is trained further on a 9 : 1 mix of synthetic frames (dense
 labels) and real frames whose restored maps passed the quality gate
 (`restoration.pseudo_labels`), 10 epochs by default, as in the paper. The input
 pipeline, loss, metrics, optimiser, logs and resume are stage 1's
-(`training.inputs.seg_dataset`, `training.seg`): only the mixing is new.
+(`training.inputs.seg_frames` and `seg_batches`, `training.seg`): only the mixing
+is new.
 
 The paper fine-tuned with SGD (learning rate 0.1 with decay) and batch 1; we use
 the preset's optimiser, schedule and batch size (quick: Adam, cosine decay,
@@ -20,16 +21,25 @@ from pathlib import Path
 from typing import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
-from keras_hpe.atomic import atomic_path, write_text
 from keras_hpe.data.dataset import read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import model_crop_size
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
-from keras_hpe.restoration.pseudo_labels import file_sha256, read_restored_manifest
-from keras_hpe.training.inputs import seg_dataset
-from keras_hpe.training.fit import fit_resumable, make_optimizer, with_run_length
+from keras_hpe.restoration.pseudo_labels import read_restored_manifest
+from keras_hpe.training.fit import (
+    check_seed,
+    fingerprint,
+    fit_resumable,
+    make_optimizer,
+    remove_checkpoint,
+    seed_new_model,
+    with_run_length,
+)
+from keras_hpe.training.inputs import check_labelled, seg_batches, seg_frames, stream_seed
 from keras_hpe.training.seg import accuracy_summary, compile_segmentation, evaluate_model, load_segmentation_model
 
 MODEL_NAME = "seg_weak.keras"
@@ -57,35 +67,43 @@ def mixed_seg_dataset(
     size: int,
     synth_weight: float = SYNTH_WEIGHT,
     seed: int = 0,
+    epoch: int = 0,
     augment: AugmentConfig | None = None,
     shuffle_buffer: int = 1024,
 ) -> tf.data.Dataset:
     """`steps` batches (x, class ids, hand mask) whose frames come from either set with the given odds.
 
     Each frame is drawn from the synthetic set with probability `synth_weight`,
-    else from the restored real set; both are shuffled (and augmented) by stage 1's
-    `seg_dataset` and repeated, so the smaller restored set is cycled through.
-    A new pass over the returned data set draws a new mix, deterministically given `seed`.
+    else from the restored real set; each set is read in passes shuffled by
+    stage 1's `seg_frames`, as many as the draws need, so the smaller restored
+    set is cycled through; the mixed frames are batched and augmented by
+    `seg_batches`. The draws, orders and augmentation are those of epoch
+    `epoch` of a run seeded `seed`: the same at every pass over the returned
+    data set.
     """
-    if not 0.0 < synth_weight < 1.0:
-        raise UserError(f"the synthetic share of the mix must be in (0, 1), got {synth_weight}")
+    _check_synth_weight(synth_weight)
     if batch_size < 1 or steps < 1:
         raise UserError(f"batch size and steps must be >= 1, got {batch_size} and {steps}")
+    draws = np.random.default_rng(stream_seed(seed, epoch, "mix")).random(steps * batch_size)
+    sources = (draws >= synth_weight).astype(np.int64)  # 0: synthetic, 1: restored real
 
-    def frames(data_dir: str | Path, source_seed: int) -> tf.data.Dataset:
-        # Batches of one, unbatched: the mix is drawn per frame, then re-batched below.
-        return seg_dataset(
-            data_dir, 1, size=size, shuffle=True, seed=source_seed, augment=augment, shuffle_buffer=shuffle_buffer
-        ).unbatch().repeat()
+    def frames(data_dir: str | Path, source: int) -> tf.data.Dataset:
+        """The frames of one set, pass after pass, enough for this epoch's draws from it."""
+        passes = max(1, math.ceil(np.count_nonzero(sources == source) / read_manifest(data_dir).count))
+        return seg_frames(data_dir, size=size, shuffle=True, seed=stream_seed(seed, source, "source"), epoch=epoch,
+                          shuffle_buffer=shuffle_buffer, passes=passes)
 
-    mixed = tf.data.Dataset.sample_from_datasets(
-        [frames(synth_dir, seed), frames(restored_dir, seed + 1)],
-        weights=[synth_weight, 1.0 - synth_weight],
-        seed=seed,
-        rerandomize_each_iteration=True,
+    mixed = tf.data.Dataset.choose_from_datasets(
+        [frames(synth_dir, 0), frames(restored_dir, 1)], tf.data.Dataset.from_tensor_slices(sources)
     )
-    batches = mixed.batch(batch_size).take(steps)
-    return batches.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
+    batches = seg_batches(mixed, batch_size, seed=seed, epoch=epoch, augment=augment)
+    return batches.apply(tf.data.experimental.assert_cardinality(steps))
+
+
+def _check_synth_weight(synth_weight: float) -> float:
+    if not 0.0 < synth_weight < 1.0:
+        raise UserError(f"the synthetic share of the mix must be in (0, 1), got {synth_weight}")
+    return synth_weight
 
 
 def train_segmentation_weak(
@@ -109,50 +127,68 @@ def train_segmentation_weak(
     once (synthetic frames / `synth_weight` / batch). `config` supplies the
     optimiser, schedule, augmentation and (unless `batch_size` is given) the
     batch size; its architecture and epochs are not used. Re-running an
-    interrupted run with the same arguments resumes from OUT/backup. With
-    `val_dir` (a labelled real evaluation split), the metrics JSON holds the
-    fine-tuned model's accuracy there.
+    interrupted run with the same arguments resumes from OUT/backup; with
+    other arguments it is a UserError. With `val_dir` (a labelled real
+    evaluation split), the metrics JSON holds the fine-tuned model's accuracy
+    there. The inputs are checked before `out_dir` is made, and `out_dir` is
+    locked while the training runs.
     """
     config = with_run_length(config, epochs, batch_size)
+    check_seed(seed)
     init_model, out_dir = Path(init_model), Path(out_dir)
     synth = read_manifest(synth_dir)
     restored = read_restored_manifest(restored_dir)
     model = load_segmentation_model(init_model)
     size = model_crop_size(model)
-    steps = math.ceil(synth.count / synth_weight / config.batch_size)
-    train = mixed_seg_dataset(
-        synth_dir, restored_dir, config.batch_size, steps, size=size, synth_weight=synth_weight, seed=seed,
-        augment=config.augment, shuffle_buffer=config.shuffle_buffer,
-    )
-    keras.utils.set_random_seed(seed)
-    compile_segmentation(model, make_optimizer(config, steps * config.epochs))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    history, seconds = fit_resumable(
-        model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, progress=progress, callbacks=callbacks
-    )
+    for data_dir in (synth_dir, restored_dir, val_dir) if val_dir else (synth_dir, restored_dir):
+        check_labelled(data_dir, size)
+    steps = math.ceil(synth.count / _check_synth_weight(synth_weight) / config.batch_size)
 
-    model_path = out_dir / MODEL_NAME
-    with atomic_path(model_path) as tmp:
-        model.save(tmp)
-    metrics = {
-        "init_model": {"path": str(init_model), "sha256": file_sha256(init_model)},
-        "synth": {"path": str(synth_dir), "frames": synth.count},
-        "restored": {"path": str(restored_dir), "frames": restored.count,
-                     "method": restored.params["restoration"]["method"]},
+    def train(epoch: int) -> tf.data.Dataset:
+        return mixed_seg_dataset(
+            synth_dir, restored_dir, config.batch_size, steps, size=size, synth_weight=synth_weight, seed=seed,
+            epoch=epoch, augment=config.augment, shuffle_buffer=config.shuffle_buffer,
+        )
+
+    # The architecture is the initial model's; the preset's is not used.
+    settings = {key: value for key, value in asdict(config).items() if key != "model"}
+    identity = {
+        "init_model": fingerprint(init_model),
+        "synth": fingerprint(synth_dir),
+        "restored": fingerprint(restored_dir),
         "synth_weight": synth_weight,
-        "size": size,
-        "epochs": config.epochs,
-        "batch_size": config.batch_size,
-        "steps_per_epoch": steps,
         "seed": seed,
-        "train_seconds_this_run": round(seconds, 1),
-        # The architecture is the initial model's; the preset's is not used.
-        "config": {key: value for key, value in asdict(config).items() if key != "model"},
-        # From the CSV log: all epochs, also those done before an interruption.
-        "history": history,
+        "config": settings,
     }
-    if val_dir:
-        metrics["val"] = {"data": str(val_dir), **accuracy_summary(evaluate_model(model, val_dir)[0])}
-    metrics_path = out_dir / METRICS_NAME
-    write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+    with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
+        seed_new_model(seed)
+        compile_segmentation(model, make_optimizer(config, steps * config.epochs))
+        history, seconds = fit_resumable(
+            model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity,
+            progress=progress, callbacks=callbacks,
+        )
+        model_path = out_dir / MODEL_NAME
+        with atomic_path(model_path) as tmp:
+            model.save(tmp)
+        metrics = {
+            "init_model": {"path": str(init_model), "sha256": identity["init_model"]},
+            "synth": {"path": str(synth_dir), "frames": synth.count},
+            "restored": {"path": str(restored_dir), "frames": restored.count,
+                         "method": restored.params["restoration"]["method"]},
+            "synth_weight": synth_weight,
+            "size": size,
+            "epochs": config.epochs,
+            "batch_size": config.batch_size,
+            "steps_per_epoch": steps,
+            "seed": seed,
+            "train_seconds_this_run": round(seconds, 1),
+            "config": settings,
+            # All epochs, also those done before an interruption.
+            "history": history,
+        }
+        if val_dir:
+            metrics["val"] = {"data": str(val_dir), **accuracy_summary(evaluate_model(model, val_dir)[0])}
+        metrics_path = out_dir / METRICS_NAME
+        write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
+        remove_checkpoint(out_dir, FIT_NAME)
     return SegWeakResult(model_path=model_path, metrics_path=metrics_path, metrics=metrics)
