@@ -6,9 +6,9 @@ the evaluation and the inference benchmark share:
 
     depth_mm (B, S, S), center_uvd (B, 3)
       -> segmentation input  LCN(normalize_depth(depth))      (crop.py, TF ops)
-      -> segmentation net    part probabilities (B, S, S, 20)
-      -> parts (B, S, S) uint8: argmax + 1, 0 where the depth is 0
-      -> regression input    normalize_depth(depth) + one-hot parts (as in training)
+      -> segmentation net    class probabilities (B, S, S, 21): not hand + 20 parts
+      -> parts (B, S, S) uint8: the argmax (0 = not hand), 0 where the depth is 0
+      -> regression input    normalize_depth(depth) + one-hot of parts 1..20 (as in training)
       -> regression net      joints in half-cube units relative to the centre
       -> joints_xyz (mm) = crop_to_joints(., uvd_to_xyz(centre)); joints_uvd by the camera
 
@@ -28,8 +28,9 @@ import tensorflow as tf
 
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM, MAX_CROP_UNITS, crop_to_joints, normalize_depth
-from keras_hpe.data.skeleton import NUM_JOINTS, NUM_PARTS
+from keras_hpe.data.skeleton import NUM_JOINTS
 from keras_hpe.errors import UserError
+from keras_hpe.models.regression import part_channels
 from keras_hpe.models.segmentation import model_crop_size, segmentation_input
 
 OUTPUTS = ("joints_xyz", "joints_uvd", "parts")
@@ -155,11 +156,10 @@ class HandPoseEstimator(tf.Module):
         else:
             probs = self.segmentation(segmentation_input(depth_mm, center_d_mm, cube_mm), training=False)
             # int32 until the final cast: LiteRT has no builtin uint8 add or select.
-            labels = tf.argmax(probs, axis=-1, output_type=tf.int32) + 1
+            labels = tf.argmax(probs, axis=-1, output_type=tf.int32)
             parts = tf.where(depth_mm > 0, labels, tf.zeros_like(labels))
-            # The regression network learns from one-hot part maps, background all zeros (training.reg).
-            one_hot = tf.one_hot(parts - 1, NUM_PARTS)
-            joints = self.regression({"depth": depth, "segmentation": one_hot}, training=False)
+            # The regression network learns from one-hot maps of parts 1..20, not hand all zeros (training.reg).
+            joints = self.regression({"depth": depth, "segmentation": part_channels(parts)}, training=False)
             outputs["parts"] = tf.cast(parts, tf.uint8)
         camera = self.info.camera
         joints = tf.clip_by_value(tf.cast(joints, tf.float32), -MAX_CROP_UNITS, MAX_CROP_UNITS)

@@ -14,12 +14,14 @@ from keras_hpe.evaluation.segmentation import (
     plot_confusion,
     plot_per_part_accuracy,
     pooled_accuracy,
+    pooled_iou,
     save_frame_counts,
 )
+from keras_hpe.evaluation.statistics import Bootstrap
 
-# One 4 x 4 frame: 3 background pixels, 6 palm (1), 4 thumb_distal (4), 3 index_distal (8).
+# One 4 x 4 frame: 3 not-hand pixels, 6 palm (1), 4 thumb_distal (4), 3 index_distal (8).
 GT = np.array([[[0, 0, 1, 1], [0, 1, 1, 1], [1, 4, 4, 8], [4, 4, 8, 8]]], dtype=np.uint8)
-# Background pixels are predicted wrongly on purpose: they must not count.
+# Not-hand pixels are predicted wrongly on purpose: they must not count in the accuracies.
 PRED = np.array([[[5, 9, 1, 1], [3, 1, 1, 4], [1, 4, 1, 8], [4, 0, 8, 1]]], dtype=np.uint8)
 
 
@@ -145,3 +147,32 @@ def test_plots_write_pngs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["confusion.png", "parts.png"]
     with pytest.raises(UserError, match="no results"):
         plot_per_part_accuracy({}, tmp_path / "empty.png")
+
+
+def test_hand_iou_per_frame_counts_pool_and_resample(tmp_path):
+    rng = np.random.default_rng(5)
+    gt = rng.integers(0, 21, (6, 12, 12))
+    depth_mm = np.where(rng.random(gt.shape) < 0.8, 500.0, 0.0)
+    gt = np.where(depth_mm > 0, gt, 0)
+    pred = np.where(depth_mm > 0, np.where(rng.random(gt.shape) < 0.7, gt, rng.integers(0, 21, gt.shape)), 0)
+    scores = evaluate_segmentation(pred, gt, depth_mm)
+    counts = scores.frame_counts
+    for frame in range(6):
+        pred_hand, true_hand = pred[frame] > 0, gt[frame] > 0
+        assert counts.intersection[frame] == np.count_nonzero(pred_hand & true_hand)
+        assert counts.union[frame] == np.count_nonzero(pred_hand | true_hand)
+    assert pooled_iou(counts.intersection.sum(), counts.union.sum()) == pytest.approx(scores.hand_iou, abs=1e-15)
+    interval = Bootstrap(6, resamples=200).hand_iou(counts)
+    assert interval.estimate == pytest.approx(100 * scores.hand_iou)
+    assert interval.low < interval.estimate < interval.high
+    back = load_frame_counts(save_frame_counts(tmp_path / "counts.npz", {"s": counts}))["s"]
+    assert np.array_equal(back.intersection, counts.intersection) and np.array_equal(back.union, counts.union)
+    # Counts saved before the IoU have neither term: they still load, and the bootstrap names what is missing.
+    old = FrameCounts(counts.correct, counts.pixels)
+    assert load_frame_counts(save_frame_counts(tmp_path / "old.npz", {"s": old}))["s"].union is None
+    with pytest.raises(UserError, match="no hand intersection and union"):
+        Bootstrap(6, resamples=10).hand_iou(old)
+    with pytest.raises(UserError, match="between 0 and the union"):
+        FrameCounts(counts.correct, counts.pixels, counts.union + 1, counts.union)
+    with pytest.raises(UserError, match="both the hand intersection and union"):
+        FrameCounts(counts.correct, counts.pixels, counts.intersection)

@@ -24,7 +24,7 @@ def reg_model_path(tmp_path_factory):
 
 
 def test_each_kind_loads_uncompiled(seg_model_path, reg_model_path):
-    assert load_model(seg_model_path, "segmentation").output_shape == (None, 32, 32, 20)
+    assert load_model(seg_model_path, "segmentation").output_shape == (None, 32, 32, 21)
     regression = load_model(reg_model_path, "regression")
     assert regression.output_shape == (None, 14, 3) and not regression.compiled
 
@@ -32,8 +32,22 @@ def test_each_kind_loads_uncompiled(seg_model_path, reg_model_path):
 def test_a_model_of_the_other_kind_is_named(seg_model_path, reg_model_path):
     with pytest.raises(UserError, match=r"is a regression model \(joints output \(14, 3\)\); expected a segmentation"):
         load_model(reg_model_path, "segmentation")
-    with pytest.raises(UserError, match=r"is a segmentation model \(per-pixel output \(32, 32, 20\)\); expected a reg"):
+    with pytest.raises(UserError, match=r"is a segmentation model \(per-pixel output \(32, 32, 21\)\); expected a reg"):
         load_model(seg_model_path, "regression")
+
+
+def test_a_segmentation_model_without_the_not_hand_class_must_be_retrained(tmp_path, synth_dir, capsys):
+    inputs = keras.Input((32, 32, 1))
+    old = keras.Model(inputs, keras.layers.Conv2D(20, 1, activation="softmax")(inputs))  # the 20-part network
+    path = tmp_path / "seg_synth.keras"
+    old.save(path)
+    with pytest.raises(UserError, match=rf"{path} is a segmentation model of 20 parts only .*predates the "
+                                        r"not-hand class; retrain it"):
+        load_model(path, "segmentation")
+    with pytest.raises(UserError, match=r"not a keras_hpe segmentation or regression model.*expected a regression"):
+        load_model(path, "regression")
+    assert main(["evaluate-seg", "--model", str(path), "--data", str(synth_dir)]) == 2
+    assert_one_line_error(capsys.readouterr().err, "predates the not-hand class")
 
 
 def _damaged_copies(seg_model_path, folder):

@@ -44,7 +44,7 @@ def test_estimator_matches_numpy_composition(models, frames):
 
     _, labels = predict_parts(segmentation, depth_mm, center_uvd[:, 2])
     depth = normalize_depth(depth_mm[..., None], center_uvd[:, 2]).numpy()
-    # One-hot parts, background all zeros: what the regression network is trained on.
+    # One-hot parts 1..20, not hand all zeros: what the regression network is trained on.
     one_hot = (labels[..., None] == np.arange(1, NUM_PARTS + 1)).astype(np.float32)
     normalized = regression.predict_on_batch([depth, one_hot])
     joints_xyz, joints_uvd = _numpy_joints(normalized, center_uvd)
@@ -53,11 +53,25 @@ def test_estimator_matches_numpy_composition(models, frames):
     np.testing.assert_allclose(out["joints_xyz"], joints_xyz, atol=1e-2)
     np.testing.assert_allclose(out["joints_uvd"], joints_uvd, atol=1e-2)
     assert out["parts"].dtype == np.uint8
-    assert np.all(out["parts"][depth_mm == 0] == 0) and np.all(out["parts"][depth_mm > 0] >= 1)
+    assert np.all(out["parts"][depth_mm == 0] == 0) and out["parts"].max() < 21
     assert np.mean(out["parts"] == labels) > 0.999
     # The joints move with the centre: a different centre gives different mm.
     shifted = estimator(depth_mm, center_uvd + np.float32([10, 0, 0]))["joints_xyz"].numpy()
     assert np.abs(shifted - out["joints_xyz"]).max() > 1.0
+
+
+def test_pixels_predicted_not_hand_are_part_0_and_enter_no_mask(models, frames):
+    _, regression, _ = models
+    depth_mm, center_uvd = frames
+    segmentation = build_segmentation_model(SegmentationConfig(size=SIZE))
+    kernel, bias = segmentation.get_layer("parts").get_weights()
+    bias[0] = 100.0  # class 0, not hand, wins at every pixel
+    segmentation.get_layer("parts").set_weights([np.zeros_like(kernel), bias])
+    out = HandPoseEstimator(regression, segmentation).predict(depth_mm, center_uvd)
+    assert np.any(depth_mm > 0) and np.all(out["parts"] == 0)
+    depth = normalize_depth(depth_mm[..., None], center_uvd[:, 2]).numpy()
+    nothing = regression.predict_on_batch([depth, np.zeros(depth_mm.shape + (NUM_PARTS,), np.float32)])
+    np.testing.assert_allclose(out["joints_xyz"], _numpy_joints(nothing, center_uvd)[0], atol=1e-2)
 
 
 def test_direct_estimator_has_no_parts_and_matches(models, frames):

@@ -99,3 +99,18 @@ def test_wrong_shapes_raise_user_error():
         barycenter_quality(labels, depth, CENTER_UVD, np.zeros((13, 3)))
     with pytest.raises(UserError, match="depth_mm"):
         barycenter_quality(labels, depth[:-1], CENTER_UVD, np.zeros((14, 3)))
+
+
+def test_not_hand_pixels_do_not_move_any_barycenter():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    armed, arm_depth = labels.copy(), depth.copy()
+    arm = (labels == 0)
+    arm_depth[arm] = 650.0  # the arm: depth, label 0
+    assert arm.any()
+    assert barycenter_quality(armed, arm_depth, CENTER_UVD, joints) == pytest.approx(0.0, abs=1e-6)
+    # The same pixels labelled palm do move the palm's barycenter: the gate would reject that map.
+    as_palm = np.where(arm, 1, labels).astype(np.uint8)
+    gate = gate_restorations(armed[None], as_palm[None], arm_depth[None], CENTER_UVD[None], joints[None])
+    assert gate.raw_quality_mm[0] == pytest.approx(0.0, abs=1e-6) and gate.restored_quality_mm[0] > 1.0
+    assert not gate.accepted[0]

@@ -14,6 +14,7 @@ from keras_hpe.models.regression import (
     RegressionConfig,
     build_direct_regression,
     build_regression,
+    part_channels,
 )
 
 SIZE = 32
@@ -157,3 +158,12 @@ def test_bad_variant_and_unknown_config_field_raise_user_error():
         build_regression(CONFIG, "joint")
     with pytest.raises(UserError, match="no field"):
         RegressionConfig.from_dict({"input_size": 32, "dropout": 0.5})
+
+
+def test_part_channels_are_one_hot_of_parts_with_not_hand_all_zero():
+    labels = np.array([[0, 1, 7], [20, 0, 3]], np.uint8)
+    channels = part_channels(labels).numpy()
+    assert channels.shape == (2, 3, NUM_PARTS) and channels.dtype == np.float32
+    np.testing.assert_array_equal(channels.sum(axis=-1), labels > 0)  # not hand (0): an all-zero row
+    np.testing.assert_array_equal(channels.argmax(axis=-1)[labels > 0], labels[labels > 0] - 1)  # part p -> p - 1
+    np.testing.assert_array_equal(channels, np.eye(NUM_LABELS, dtype=np.float32)[labels][..., 1:])

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from keras_hpe.data.dataset import load_frames, read_manifest
+from keras_hpe.data.show import NOT_HAND_RGB, labels_rgb
 from keras_hpe.data.skeleton import PART_COLORS
 from keras_hpe.errors import UserError
 from keras_hpe.reports.figures import CAPTION_PX, plot_pose_montage, plot_segmentation_examples, sample_frames
@@ -85,3 +86,19 @@ def test_bad_inputs_raise_user_errors(frames, tmp_path):
     with pytest.raises(UserError, match="depth crops"):
         plot_pose_montage(tmp_path / "b.png", depth[0], data["joints_uvd"][:1], data["center_uvd"][:1])
     assert not any(tmp_path.iterdir())
+
+
+def test_not_hand_is_grey_apart_from_no_depth_and_the_parts(frames, tmp_path):
+    labels = np.array([[0, 0, 1, 20]], np.uint8)
+    rgb = labels_rgb(labels, np.array([[0.0, 500.0, 500.0, 500.0]]))
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 1].tolist() == NOT_HAND_RGB.tolist()
+    assert rgb[0, 2].tolist() == list(PART_COLORS[1]) and rgb[0, 3].tolist() == list(PART_COLORS[20])
+    assert tuple(NOT_HAND_RGB) not in PART_COLORS
+    # Fig. 5 draws the arm (label 0 with depth) of the real frames in that grey.
+    data, _ = frames
+    arm = (data["labels"][:3] == 0) & (data["depth_mm"][:3] > 0)
+    assert arm.any()
+    out = plot_segmentation_examples(tmp_path / "fig5.png", data["depth_mm"][:3], synthetic_only=None, restored=None,
+                                     fine_tuned=None, ground_truth=data["labels"][:3], panel_px=64)
+    ground_truth = _rgb(out)[CAPTION_PX:, 4 * 64:]
+    assert np.all(ground_truth == NOT_HAND_RGB, axis=-1).sum() > 10

@@ -21,6 +21,7 @@ from keras_hpe.reports.tables import (
     TARGET_INCONCLUSIVE,
     TARGET_MET,
     TARGET_NOT_MET,
+    segmentation_percent,
     stage1_verdict,
     table2,
     table3,
@@ -205,8 +206,26 @@ def test_stage1_verdict_against_its_target():
         assert verdict.status == status and verdict.target == 90.0
         assert f"of the hand pixels of {FRAMES} held-out synthetic frames" in verdict.text
         assert "95 % CI" in verdict.text
+    assert "IoU" not in verdict.text  # these counts hold no IoU terms
     assert stage1_verdict({**numbers, "frames": FRAMES}).status == NOT_CHECKED
     assert stage1_verdict(None).status == NOT_CHECKED
+
+
+def test_stage1_verdict_states_the_hand_iou_with_its_interval():
+    rng = np.random.default_rng(7)
+    gt = rng.integers(0, 21, (FRAMES, 12, 12))
+    pred = np.where(rng.random(gt.shape) < 0.8, gt, rng.integers(0, 21, gt.shape))
+    scores = evaluate_segmentation(pred, gt)
+    verdict = stage1_verdict(scores)
+    iou = verdict.others["hand_iou"]
+    assert iou.estimate == pytest.approx(100 * scores.hand_iou) and iou.low < iou.estimate < iou.high
+    assert (f"hand / not-hand IoU over foreground pixels {100 * scores.hand_iou:.2f}% (95 % CI {iou.low:.2f} to"
+            in verdict.text)
+    assert verdict.interval.estimate == pytest.approx(100 * scores.per_pixel_accuracy)  # the verdict is on accuracy
+    plain = stage1_verdict({"per_pixel": 60.0, "per_class": 50.0, "hand_iou": 81.25})
+    assert "IoU over foreground pixels 81.25%" in plain.text and plain.status == NOT_CHECKED
+    with pytest.raises(UserError, match="the per-frame counts give hand_iou"):
+        stage1_verdict({**segmentation_percent(scores, "s"), "hand_iou": 1.0}, scores.frame_counts)
 
 
 def test_result_objects_are_accepted():

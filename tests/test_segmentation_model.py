@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_hpe.data.skeleton import NUM_PARTS
+from keras_hpe.data.skeleton import NUM_LABELS, PART_NAMES
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import (
     UNDILATED_SEGMENTATION,
@@ -25,11 +25,11 @@ TINY = SegmentationConfig(
 )
 
 
-def test_output_is_a_per_pixel_distribution_over_20_parts():
+def test_output_is_a_per_pixel_distribution_over_not_hand_and_20_parts():
     model = build_segmentation_model(TINY)
     x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype(np.float32)
     probs = model.predict(x, verbose=0)
-    assert probs.shape == (3, 16, 16, NUM_PARTS)
+    assert probs.shape == (3, 16, 16, NUM_LABELS) and NUM_LABELS == len(PART_NAMES) == 21
     np.testing.assert_allclose(probs.sum(axis=-1), 1.0, atol=1e-5)
     assert model_crop_size(model) == 16
 
@@ -49,7 +49,7 @@ def test_architecture_follows_the_paper_structure():
     assert [(p.pool_size, p.shift) for p in pools] == [(2, 1), (2, 2), (2, 4)]
     # Per-image normalisation: one group per channel, statistics over the pixels of each image.
     assert all(n.groups == n.input.shape[-1] for n in norms) and len(norms) == len(convs) - 1
-    assert model.output_shape == (None, 64, 64, NUM_PARTS)
+    assert model.output_shape == (None, 64, 64, NUM_LABELS)
 
 
 def test_undilated_network_pools_adjacent_pixels():
@@ -151,25 +151,26 @@ def test_segmentation_input_is_lcn_of_normalised_depth():
     assert abs(x[0, 0, 0, 0]) < 1e-3 and np.abs(x[0, 12:20, 12:20]).max() > 0.1
 
 
-def test_predict_parts_labels_background_from_depth():
+def test_predict_parts_labels_pixels_without_depth_not_hand():
     model = build_segmentation_model(TINY)
     rng = np.random.default_rng(3)
     depth_mm = rng.uniform(400, 600, size=(5, 16, 16)).astype(np.float32)
     depth_mm[:, :3] = 0
     probs, labels = predict_parts(model, depth_mm, np.full(5, 500.0), batch_size=2)
-    assert probs.shape == (5, 16, 16, NUM_PARTS) and labels.shape == (5, 16, 16) and labels.dtype == np.uint8
+    assert probs.shape == (5, 16, 16, NUM_LABELS) and labels.shape == (5, 16, 16) and labels.dtype == np.uint8
     assert np.all(labels[:, :3] == 0)
-    np.testing.assert_array_equal(labels[:, 3:], probs[:, 3:].argmax(-1) + 1)
+    np.testing.assert_array_equal(labels[:, 3:], probs[:, 3:].argmax(-1))  # class k is part id k
     # Batching does not change the result (per-image normalisation).
     probs_one, _ = predict_parts(model, depth_mm[:1], np.full(1, 500.0))
     np.testing.assert_allclose(probs_one, probs[:1], atol=1e-5)
 
 
-def test_labels_from_probs():
-    probs = np.zeros((1, 2, 2, NUM_PARTS), np.float32)
-    probs[..., 19] = 1.0
-    depth_mm = np.array([[[0.0, 500.0], [500.0, 0.0]]], np.float32)
-    np.testing.assert_array_equal(labels_from_probs(probs, depth_mm), [[[0, 20], [20, 0]]])
+def test_labels_from_probs_are_the_argmax_with_not_hand_zero():
+    probs = np.zeros((1, 2, 3, NUM_LABELS), np.float32)
+    probs[..., 20] = 0.6
+    probs[0, :, 2, 0] = 0.9  # the network says not hand
+    depth_mm = np.array([[[0.0, 500.0, 500.0], [500.0, 0.0, 500.0]]], np.float32)
+    np.testing.assert_array_equal(labels_from_probs(probs, depth_mm), [[[0, 20, 0], [20, 0, 0]]])
 
 
 def test_predict_parts_rejects_other_crop_size():

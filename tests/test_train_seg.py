@@ -34,15 +34,17 @@ TINY_MODEL = SegmentationConfig(filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilat
 TINY_TRAINING = SegTrainingConfig(model=TINY_MODEL, batch_size=16, epochs=1, augment=AugmentConfig(10.0, 0.05))
 
 
-def test_seg_dataset_yields_inputs_class_ids_and_hand_mask(synth_dir):
+def test_seg_dataset_yields_inputs_part_ids_and_foreground_mask(synth_dir):
     batches = list(seg_dataset(synth_dir, 16, size=32))
     assert len(batches) == 3  # 48 frames
-    labels = load_arrays(synth_dir, ["labels"])["labels"][:16]
+    frames = load_arrays(synth_dir, ["labels", "depth_mm"])
+    labels, depth_mm = frames["labels"][:16], frames["depth_mm"][:16]
     x, y, w = (t.numpy() for t in batches[0])
     assert x.shape == (16, 32, 32, 1) and np.all(np.isfinite(x))
-    np.testing.assert_array_equal(w, labels > 0)
-    np.testing.assert_array_equal(y[labels > 0], labels[labels > 0].astype(np.int64) - 1)
-    assert y.min() >= 0 and y.max() <= 19
+    # Every pixel with depth is weighted, the not-hand arm (label 0 with depth) included.
+    np.testing.assert_array_equal(w, depth_mm > 0)
+    assert np.any((labels == 0) & (depth_mm > 0))
+    np.testing.assert_array_equal(y, labels)  # class k is part id k, 0 = not hand
 
 
 def test_seg_dataset_is_deterministic_given_the_seed(synth_dir):
@@ -109,7 +111,7 @@ def test_one_epoch_writes_model_metrics_and_logs(synth_dir, tmp_path):
     assert not (out / BACKUP_DIR).exists()  # a finished run leaves no backup folder
     assert (out / LOG_DIR / f"{FIT_NAME}.csv").read_text().count("\n") == 2  # header + 1 epoch
     model = keras.saving.load_model(result.model_path)
-    assert model.output_shape == (None, 32, 32, 20)
+    assert model.output_shape == (None, 32, 32, 21)
     # The JSON's validation accuracy is the saved model's.
     scores, _ = evaluate_model(model, synth_dir)
     assert scores.per_pixel_accuracy == pytest.approx(metrics["val"]["per_pixel_accuracy"], abs=1e-6)

@@ -77,3 +77,16 @@ def test_background_stays_background_and_window_one_is_centre():
 def test_bad_windows_raise_user_error(window):
     with pytest.raises(UserError):
         integrate_votes(np.ones((4, 4, 7, 7), np.uint8), np.ones((4, 4), bool), window)
+
+
+def test_pixels_predicted_not_hand_are_kept():
+    # The hand is the left half; every retrieved patch says part 4 everywhere, the arm pixels (right half) too.
+    nn = np.full((6, 6, 5, 5), 4, np.uint8)
+    hand = np.zeros((6, 6), bool)
+    hand[:, :3] = True
+    for restore in (integrate_votes(nn, hand, window=3), center_labels(nn, hand)):
+        assert np.all(restore[:, :3] == 4) and np.all(restore[:, 3:] == 0)
+    # Votes for not hand are ignored: a hand pixel stays a hand part even if every neighbour says 0 there.
+    nn[..., 0:4, 0:4] = 0
+    nn[..., 2, 2] = 6
+    assert np.all(integrate_votes(nn, hand, window=3)[hand] > 0)

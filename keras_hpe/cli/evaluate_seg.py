@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.data.show import PART_RGB
+from keras_hpe.data.show import labels_rgb
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import HAND_PART_NAMES, SegmentationScores
 from keras_hpe.outputs import atomic_path, check_output_folder, output_folder, write_text
@@ -52,7 +52,7 @@ def format_table(scores: SegmentationScores) -> str:
 def plot_examples(
     depth_mm: np.ndarray, pred_labels: np.ndarray, gt_labels: np.ndarray, out_png: str | Path, n: int = 8
 ) -> Path:
-    """Draw n frames spread over the set: depth, prediction and ground truth in `PART_COLORS`; atomic write."""
+    """Draw n frames spread over the set: depth, prediction and ground truth (`labels_rgb`); atomic write."""
     from matplotlib.figure import Figure
 
     if n <= 0:
@@ -62,8 +62,8 @@ def plot_examples(
     axes = figure.subplots(len(indices), 3, squeeze=False)
     for row, index in zip(axes, indices):
         depth = np.ma.masked_equal(depth_mm[index], 0)
-        panels = [(depth, f"#{index} depth"), (PART_RGB[pred_labels[index]], "prediction"),
-                  (PART_RGB[gt_labels[index]], "ground truth")]
+        panels = [(depth, f"#{index} depth"), (labels_rgb(pred_labels[index], depth_mm[index]), "prediction"),
+                  (labels_rgb(gt_labels[index], depth_mm[index]), "ground truth")]
         for ax, (image, title) in zip(row, panels):
             ax.imshow(image, cmap="gray_r" if image is depth else None, interpolation="nearest")
             ax.set_title(title, fontsize=8)

@@ -25,7 +25,7 @@ from keras_hpe.data.camera import (
     Camera,
 )
 from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_window, uvd_to_crop
-from keras_hpe.data.show import PART_RGB, draw_skeleton
+from keras_hpe.data.show import draw_skeleton, labels_rgb
 from keras_hpe.data.skeleton import JOINT_NAMES
 from keras_hpe.errors import UserError
 
@@ -244,7 +244,7 @@ def draw_overlay(
     image_ax.set_ylim(v1, v0)
     image_ax.set_title(Path(path).stem, fontsize=9)
     if parts is not None:
-        crop_ax.imshow(PART_RGB[parts], interpolation="nearest")
+        crop_ax.imshow(labels_rgb(parts, crop_mm), interpolation="nearest")
         crop_ax.set_title("predicted parts", fontsize=9)
     else:
         crop_ax.imshow(np.ma.masked_equal(crop_mm, 0), cmap=depth_cmap, vmin=near, vmax=far, interpolation="nearest")

@@ -27,8 +27,9 @@ All numbers are in `SensorConfig`, each with its physical reason. They were
 chosen from the sensor literature before any experiment and are never tuned
 to what the method does on this domain (DESIGN.md, "Data", point 2).
 
-The domain also differs from `synth` in its hands: a forearm, another shape
-distribution, another pose prior and NYU-like viewpoints and distances
+The domain also differs from `synth` in its hands: another forearm (this
+domain's own, `hand_solids(forearm=True)`; both domains label it not hand),
+another shape distribution, another pose prior and NYU-like viewpoints and distances
 (`SENSOR_SHAPE_PRIOR`, `SENSOR_POSE_PRIOR`, `SENSOR_VIEW_PRIOR`). The crop
 centre is the centre of mass of the noisy depth inside a hand-detector box, as
 on real data, not the ground truth.

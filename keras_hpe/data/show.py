@@ -14,6 +14,15 @@ from keras_hpe.data.skeleton import PART_COLORS, SKELETON_EDGES
 from keras_hpe.errors import UserError
 
 PART_RGB = np.asarray(PART_COLORS, dtype=np.uint8)  # part id -> RGB, for imshow(PART_RGB[labels])
+# Not hand where there is depth (the arm): a dark grey, apart from black (no depth) and the palm's light grey.
+NOT_HAND_RGB = np.array((90, 90, 90), dtype=np.uint8)
+
+
+def labels_rgb(labels: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
+    """Label maps (..., S, S) -> RGB (..., S, S, 3) uint8: parts in `PART_COLORS`, not hand grey, no depth black."""
+    rgb = PART_RGB[labels]
+    rgb[(np.asarray(labels) == 0) & (np.asarray(depth_mm) > 0)] = NOT_HAND_RGB
+    return rgb
 
 
 def montage(data_dir: str | Path, out_png: str | Path, n: int = 16) -> Path:
@@ -22,7 +31,7 @@ def montage(data_dir: str | Path, out_png: str | Path, n: int = 16) -> Path:
     Each frame shows its depth crop in grey (no data black) with the joints
     and skeleton projected to crop pixels on top, and, when the data set has
     labels, a second panel with the parts in their fixed colours
-    (`skeleton.PART_COLORS`). Titles give the domain and frame index.
+    (`skeleton.PART_COLORS`; not hand grey, `labels_rgb`). Titles give the domain and frame index.
     """
     import matplotlib
     from matplotlib.figure import Figure
@@ -58,7 +67,7 @@ def montage(data_dir: str | Path, out_png: str | Path, n: int = 16) -> Path:
             ax.set_ylim(manifest.size - 0.5, -0.5)
         if has_labels:
             parts_ax = axes[row, column * panels + 1]
-            parts_ax.imshow(PART_RGB[frames["labels"][k]], interpolation="nearest")
+            parts_ax.imshow(labels_rgb(frames["labels"][k], frames["depth_mm"][k]), interpolation="nearest")
             parts_ax.set_title(f"{manifest.domain} #{index} parts", fontsize=8)
     with atomic_path(out_png) as tmp:
         figure.savefig(tmp, format="png", dpi=100)

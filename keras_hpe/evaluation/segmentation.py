@@ -1,19 +1,19 @@
 """Segmentation accuracy over hand pixels (paper Tables 2-3, Fig. 6), and the hand / not-hand IoU.
 
 Accuracy counts only pixels whose ground-truth label is a hand part (1-20),
-as in the paper. A hand pixel predicted 0 (not hand, or background) counts as
+as in the paper. A hand pixel predicted 0 (not hand) counts as
 wrong; it has no column in the 20 x 20 part confusion matrix. The hand IoU
 compares the predicted and the true hand (label > 0) over the foreground
-(depth > 0), where a 21-class network also predicts "not hand"; a network
+(depth > 0), where the 21-class network also predicts "not hand"; a network
 that labels every foreground pixel with a part scores hand / foreground pixels.
-Every pooled figure is a function of per-frame, per-part counts
-(`FrameCounts`, `pooled_accuracy`), which a bootstrap over frames resamples
+Every pooled figure is a function of per-frame counts (`FrameCounts`:
+per part for the accuracies, `pooled_accuracy`; the hand's intersection and
+union for the IoU, `pooled_iou`), which a bootstrap over frames resamples
 (`evaluation.statistics`).
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,18 +27,23 @@ from keras_hpe.errors import UserError
 
 HAND_PART_NAMES = PART_NAMES[1:]
 ACCURACY_MEASURES = ("per_pixel", "per_class")
+_COUNT_FIELDS = ("correct", "pixels", "intersection", "union")
 
 
 @dataclass(frozen=True)
 class FrameCounts:
-    """Per frame and per true part (1-20): hand pixels labelled correctly, and hand pixels.
+    """Per frame: per true part (1-20) the hand pixels labelled correctly and the hand pixels; the hand IoU's terms.
 
     correct, pixels: (N, 20) integer counts; summed over frames they give the
     pooled accuracies (`pooled_accuracy`).
+    intersection, union: (N,) foreground pixels that are hand in both maps,
+    and in either (`pooled_iou`); None in counts saved before the IoU was.
     """
 
     correct: np.ndarray
     pixels: np.ndarray
+    intersection: np.ndarray | None = None
+    union: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.correct.shape != self.pixels.shape or self.correct.ndim != 2 or self.correct.shape[1] != NUM_PARTS:
@@ -46,6 +51,15 @@ class FrameCounts:
                             f"got {self.correct.shape} and {self.pixels.shape}")
         if (self.correct < 0).any() or (self.correct > self.pixels).any():
             raise UserError("frame counts: correct pixels must be between 0 and the part's pixels")
+        if (self.intersection is None) != (self.union is None):
+            raise UserError("frame counts: give both the hand intersection and union, or neither")
+        if self.union is not None:
+            frames = (self.correct.shape[0],)
+            if np.shape(self.intersection) != frames or np.shape(self.union) != frames:
+                raise UserError(f"frame counts: expected intersection and union of shape {frames}, "
+                                f"got {np.shape(self.intersection)} and {np.shape(self.union)}")
+            if (self.intersection < 0).any() or (self.intersection > self.union).any():
+                raise UserError("frame counts: the hand intersection must be between 0 and the union")
 
     @property
     def frames(self) -> int:
@@ -64,11 +78,18 @@ def pooled_accuracy(correct: np.ndarray, pixels: np.ndarray) -> dict[str, np.nda
             "per_class": np.sum(recall, axis=-1) / np.sum(present, axis=-1)}
 
 
+def pooled_iou(intersection: np.ndarray, union: np.ndarray) -> np.ndarray:
+    """Hand IoU (fraction) from intersection and union summed over frames, (...) -> (...); NaN for an empty union."""
+    union = np.asarray(union, dtype=np.float64)
+    return np.divide(intersection, union, out=np.full(union.shape, np.nan), where=union > 0)
+
+
 def save_frame_counts(path: str | os.PathLike, counts: Mapping[str, FrameCounts]) -> Path:
-    """Write {name: FrameCounts} as one .npz (keys "<name>/correct", "<name>/pixels"), atomically."""
+    """Write {name: FrameCounts} as one .npz (keys "<name>/correct", "<name>/pixels", ...), atomically."""
     path = Path(path)
     arrays = {f"{name}/{field_name}": getattr(frame_counts, field_name)
-              for name, frame_counts in counts.items() for field_name in ("correct", "pixels")}
+              for name, frame_counts in counts.items() for field_name in _COUNT_FIELDS
+              if getattr(frame_counts, field_name) is not None}
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
     return path
@@ -78,7 +99,9 @@ def load_frame_counts(path: str | os.PathLike) -> dict[str, FrameCounts]:
     """The {name: FrameCounts} that `save_frame_counts` wrote."""
     with np.load(path) as data:
         names = dict.fromkeys(key.rsplit("/", 1)[0] for key in data.files)
-        return {name: FrameCounts(data[f"{name}/correct"], data[f"{name}/pixels"]) for name in names}
+        return {name: FrameCounts(**{field_name: data[f"{name}/{field_name}"] for field_name in _COUNT_FIELDS
+                                     if f"{name}/{field_name}" in data.files})
+                for name in names}
 
 
 @dataclass
@@ -156,28 +179,29 @@ def evaluate_segmentation(
         raise UserError("ground-truth labels: no hand pixels (all labels are 0)")
     true_part, pred_part = gt[hand], pred[hand]
     part_pixels = np.bincount(true_part, minlength=NUM_LABELS)[1:]
-    # Hand pixels predicted as background are errors outside the part x part table.
+    # Hand pixels predicted not hand are errors outside the part x part table.
     labelled = pred_part > 0
     confusion = np.bincount(
         (true_part[labelled] - 1) * NUM_PARTS + (pred_part[labelled] - 1), minlength=NUM_PARTS**2
     ).reshape(NUM_PARTS, NUM_PARTS)
     frames = gt.shape[0]
     slot = np.nonzero(hand)[0] * NUM_PARTS + (true_part - 1)  # (frame, part) of every hand pixel
+    foreground = np.ones(gt.shape, dtype=bool) if depth_mm is None else np.asarray(depth_mm) > 0
+    pred_hand, true_hand = (pred > 0) & foreground, hand & foreground
     frame_counts = FrameCounts(
         correct=np.bincount(slot[pred_part == true_part], minlength=frames * NUM_PARTS).reshape(frames, NUM_PARTS),
         pixels=np.bincount(slot, minlength=frames * NUM_PARTS).reshape(frames, NUM_PARTS),
+        intersection=np.count_nonzero(pred_hand & true_hand, axis=(1, 2)),
+        union=np.count_nonzero(pred_hand | true_hand, axis=(1, 2)),
     )
     pooled = pooled_accuracy(np.diag(confusion), part_pixels)
     present = part_pixels > 0
     recall = np.full(NUM_PARTS, np.nan)
     recall[present] = np.diag(confusion)[present] / part_pixels[present]
-    foreground = np.ones(gt.shape, dtype=bool) if depth_mm is None else np.asarray(depth_mm) > 0
-    pred_hand, true_hand = (pred > 0) & foreground, hand & foreground
-    union = np.count_nonzero(pred_hand | true_hand)
     return SegmentationScores(
         per_pixel_accuracy=float(pooled["per_pixel"]),
         mean_class_accuracy=float(pooled["per_class"]),
-        hand_iou=np.count_nonzero(pred_hand & true_hand) / union if union else math.nan,
+        hand_iou=float(pooled_iou(frame_counts.intersection.sum(), frame_counts.union.sum())),
         per_part_accuracy={name: float(value) for name, value in zip(HAND_PART_NAMES, recall)},
         confusion=confusion,
         part_pixels=part_pixels,

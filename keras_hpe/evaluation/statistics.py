@@ -7,7 +7,9 @@ drawn frames (paired). Frames, not pixels, are the units: the pixels of one
 frame are far from independent. Segmentation accuracy is pooled over pixels
 (and per part), so a resample sums the drawn frames' per-part counts and
 recomputes the pooled figure (`segmentation.pooled_accuracy`): the interval
-is for exactly the number the table shows. Intervals are percentiles of the
+is for exactly the number the table shows; the hand IoU likewise sums the
+drawn frames' intersections and unions (`segmentation.pooled_iou`).
+Intervals are percentiles of the
 resampled statistic, with a fixed seed.
 
 Example:
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from keras_hpe.errors import UserError
-from keras_hpe.evaluation.segmentation import ACCURACY_MEASURES, FrameCounts, pooled_accuracy
+from keras_hpe.evaluation.segmentation import ACCURACY_MEASURES, FrameCounts, pooled_accuracy, pooled_iou
 
 CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 2000
@@ -91,6 +93,15 @@ class Bootstrap:
         return {name: self._interval(estimate[name] - reference_estimate[name],
                                      resampled[name] - reference_resampled[name]) for name in ACCURACY_MEASURES}
 
+    def hand_iou(self, counts: FrameCounts) -> Interval:
+        """The hand / not-hand IoU (%) of one method; UserError for counts without the IoU's terms."""
+        if counts.union is None:
+            raise UserError("bootstrap: these frame counts hold no hand intersection and union (saved before the IoU)")
+        self._check_frames(counts)
+        sums = self._weights @ np.stack([counts.intersection, counts.union], axis=1).astype(np.float64)
+        return self._interval(100.0 * float(pooled_iou(counts.intersection.sum(), counts.union.sum())),
+                              100.0 * pooled_iou(sums[:, 0], sums[:, 1]))
+
     def error_difference(self, error_mm: np.ndarray, reference_mm: np.ndarray) -> Interval:
         """Mean of the per-frame errors `error_mm` (N,) minus the reference's (mm), paired."""
         error_mm, reference_mm = self._frame_values(error_mm), self._frame_values(reference_mm)
@@ -104,14 +115,17 @@ class Bootstrap:
                               100.0 * (both[:, 0] / both[:, 1] - 1.0))
 
     def _accuracies(self, counts: FrameCounts) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-        if counts.frames != self.frames:
-            raise UserError(f"bootstrap: per-frame counts of {counts.frames} frames, expected {self.frames}")
+        self._check_frames(counts)
         parts = counts.correct.shape[1]
         sums = self._weights @ np.concatenate([counts.correct, counts.pixels], axis=1).astype(np.float64)
         resampled = pooled_accuracy(sums[:, :parts], sums[:, parts:])
         estimate = pooled_accuracy(counts.correct.sum(axis=0), counts.pixels.sum(axis=0))
         return ({name: 100.0 * float(estimate[name]) for name in ACCURACY_MEASURES},
                 {name: 100.0 * resampled[name] for name in ACCURACY_MEASURES})
+
+    def _check_frames(self, counts: FrameCounts) -> None:
+        if counts.frames != self.frames:
+            raise UserError(f"bootstrap: per-frame counts of {counts.frames} frames, expected {self.frames}")
 
     def _frame_values(self, values: np.ndarray) -> np.ndarray:
         values = np.asarray(values, dtype=np.float64)

@@ -17,7 +17,7 @@ class PartMaskFocus(keras.layers.Layer):
 
     Inputs `[features, segmentation]`: features (B, h, w, C) and a segmentation
     (B, S, S, P) over the P hand parts (per-pixel probabilities or one-hot;
-    channel p - 1 is part p; a pixel whose values are all 0 is background and
+    channel p - 1 is part p; a pixel whose values are all 0 is not hand and
     belongs to no part). S must be a multiple of h and of w.
 
     For joint j the mask is the set of pixels whose most likely part

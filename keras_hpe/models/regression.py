@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_PARTS
@@ -48,7 +49,7 @@ class RegressionConfig:
 
     Attributes:
         input_size: crop side S in pixels; a multiple of c1_pool * conv_stride.
-        num_parts: segmentation channels (hand parts, background excluded).
+        num_parts: segmentation channels (hand parts, not hand excluded).
         joint_parts: per joint, the part ids (1..num_parts) whose mask focuses it.
         c1_filters, c1_kernel: the first convolution, on the depth crop.
         c1_pool: max pooling p1 after c1; the masks are reduced to this grid.
@@ -120,7 +121,9 @@ def build_regression(config: RegressionConfig = RegressionConfig(), variant: Var
     """The segmentation-focused regression network: {"depth", "segmentation"} -> "joints" (B, 14, 3).
 
     `depth` is the normalised crop (S, S, 1) in [-1, 1] (missing depth = +1);
-    `segmentation` is (S, S, num_parts), probabilities or one-hot.
+    `segmentation` is (S, S, num_parts), one channel per hand part, one-hot
+    (`part_channels`) or part probabilities (the segmentation network's
+    channels 1..20: its channel 0, not hand, has no mask).
     """
     if variant not in VARIANTS:
         raise UserError(f"regression variant must be one of {VARIANTS}, got {variant!r}")
@@ -147,6 +150,15 @@ def build_regression(config: RegressionConfig = RegressionConfig(), variant: Var
         joints = ops.reshape(_heads(x, config, 1, outputs=3, width=1), (-1, NUM_JOINTS, 3))
     joints = layers.Reshape((NUM_JOINTS, 3), name="joints")(joints)
     return keras.Model([depth, segmentation], joints, name=f"regression_{variant}")
+
+
+def part_channels(labels) -> tf.Tensor:
+    """Label maps (..., S, S) of part ids 0..20 -> the regression input (..., S, S, 20) float32.
+
+    Part p is channel p - 1; not hand (0) is an all-zero row, as `tf.one_hot`
+    gives for the out-of-range index -1, so the arm enters no joint's mask.
+    """
+    return tf.one_hot(tf.cast(labels, tf.int32) - 1, NUM_PARTS)
 
 
 def build_direct_regression(config: RegressionConfig = RegressionConfig()) -> keras.Model:

@@ -1,8 +1,11 @@
-"""The segmentation network (paper section 4): depth crop -> 20 hand parts per pixel.
+"""The segmentation network (paper section 4): depth crop -> not hand or one of 20 hand parts per pixel.
 
 Three convolutions, each followed by resolution-preserving shifted max pooling,
 per-image normalisation and ReLU, then fully connected layers applied to every
-pixel (1x1 convolutions) and a 20-way softmax. No layer downsamples, so the
+pixel (1x1 convolutions) and a 21-way softmax: class k is part id k of
+`skeleton.PART_NAMES`, class 0 not hand. The paper predicts the 20 parts only,
+its crops being background-subtracted; ours hold a forearm, so the network
+labels it (a documented deviation). No layer downsamples, so the
 output has the input's resolution and needs no upsampling.
 
 The paper's network, like the OverFeat networks it follows, is a pooled one
@@ -27,7 +30,7 @@ check this numerically.
 
 `predict_parts` is the one prediction helper later stages use: it builds the
 model input from depth in mm (`segmentation_input`) and turns probabilities
-into a label map with background taken from depth.
+into a label map, 0 (not hand) where the depth is 0.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_hpe.data.crop import CUBE_MM, LCN_KERNEL, local_contrast_normalize, normalize_depth
-from keras_hpe.data.skeleton import NUM_PARTS
+from keras_hpe.data.skeleton import NUM_LABELS
 from keras_hpe.errors import UserError
 from keras_hpe.models.shifted_max_pooling import ShiftedMaxPooling
 
@@ -127,9 +130,9 @@ UNDILATED_SEGMENTATION = SegmentationConfig(dilation_rates=(1, 1, 1))
 
 
 def build_segmentation_model(config: SegmentationConfig = SegmentationConfig()) -> keras.Model:
-    """Build the segmentation network: (B, S, S, 1) LCN'd depth -> (B, S, S, 20) part probabilities.
+    """Build the segmentation network: (B, S, S, 1) LCN'd depth -> (B, S, S, 21) class probabilities.
 
-    Output channel k is part k + 1 of `skeleton.PART_NAMES` (background is not predicted).
+    Output channel k is part id k of `skeleton.PART_NAMES`: 0 not hand, 1..20 the hand parts.
     """
     inputs = keras.Input((config.size, config.size, 1), name="depth_lcn")
     x = inputs
@@ -144,7 +147,7 @@ def build_segmentation_model(config: SegmentationConfig = SegmentationConfig()) 
     for i, units in enumerate(config.hidden_units, start=1):
         x = keras.layers.Conv2D(units, 1, use_bias=False, name=f"hidden{i}")(x)
         x = _image_norm_relu(x, f"hidden{i}")
-    outputs = keras.layers.Conv2D(NUM_PARTS, 1, activation="softmax", dtype="float32", name="parts")(x)
+    outputs = keras.layers.Conv2D(NUM_LABELS, 1, activation="softmax", dtype="float32", name="parts")(x)
     return keras.Model(inputs, outputs, name="segmentation")
 
 
@@ -173,8 +176,8 @@ def segmentation_input(depth_mm, center_d_mm, cube_mm: float = CUBE_MM) -> tf.Te
 
 
 def labels_from_probs(probs: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
-    """Part labels (N, S, S) uint8 from probabilities (N, S, S, 20): argmax + 1, 0 where depth is 0."""
-    labels = np.argmax(probs, axis=-1).astype(np.uint8) + 1
+    """Part labels (N, S, S) uint8 from probabilities (N, S, S, 21): the argmax, 0 where depth is 0."""
+    labels = np.argmax(probs, axis=-1).astype(np.uint8)
     return np.where(np.asarray(depth_mm) > 0, labels, np.uint8(0)).astype(np.uint8)
 
 
@@ -185,11 +188,12 @@ def predict_parts(
     batch_size: int = 64,
     cube_mm: float = CUBE_MM,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Segment depth crops: returns (probs (N, S, S, 20) float32, labels (N, S, S) uint8).
+    """Segment depth crops: returns (probs (N, S, S, 21) float32, labels (N, S, S) uint8).
 
     `depth_mm` is (N, S, S) in mm (0 = no data), `center_d_mm` (N,) the crop
-    centres' depth. Labels are argmax + 1 (part ids of `skeleton.PART_NAMES`)
-    and 0 where the depth is 0: background comes from depth, not the network.
+    centres' depth. Labels are the argmax (part ids of `skeleton.PART_NAMES`,
+    0 = not hand) and 0 where the depth is 0: pixels without depth are not
+    hand whatever the network says there.
     """
     depth_mm = np.asarray(depth_mm, dtype=np.float32)
     center_d_mm = np.asarray(center_d_mm, dtype=np.float32).reshape(-1)
@@ -198,7 +202,7 @@ def predict_parts(
         raise UserError(f"depth_mm must be (N, {size}, {size}) for this model, got shape {depth_mm.shape}")
     if center_d_mm.shape != (depth_mm.shape[0],):
         raise UserError(f"center_d_mm must be ({depth_mm.shape[0]},), got shape {center_d_mm.shape}")
-    probs = np.zeros(depth_mm.shape + (NUM_PARTS,), dtype=np.float32)
+    probs = np.zeros(depth_mm.shape + (NUM_LABELS,), dtype=np.float32)
     for start in range(0, depth_mm.shape[0], batch_size):
         stop = start + batch_size
         x = segmentation_input(depth_mm[start:stop], center_d_mm[start:stop], cube_mm)

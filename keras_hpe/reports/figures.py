@@ -17,7 +17,7 @@ import numpy as np
 from keras_hpe.outputs import atomic_path
 from keras_hpe.data.camera import NYU_CAMERA, Camera
 from keras_hpe.data.crop import CUBE_MM, uvd_to_crop
-from keras_hpe.data.show import PART_RGB
+from keras_hpe.data.show import PART_RGB, labels_rgb
 from keras_hpe.data.skeleton import JOINT_PARTS, NUM_JOINTS, NUM_LABELS, SKELETON_EDGES
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
@@ -45,7 +45,7 @@ def plot_segmentation_examples(
     """Paper Fig. 5: one row per frame; depth, three predictions, ground truth.
 
     `depth_mm` is (N, S, S) crops; the label maps are (N, S, S) part ids drawn
-    in `skeleton.PART_COLORS`. A prediction that was not made (None) shows
+    in `skeleton.PART_COLORS`, not hand grey and no depth black (`data.show.labels_rgb`). A prediction that was not made (None) shows
     "not run". Each prediction panel gives its per-pixel accuracy on the frame.
     """
     depth_mm = _check_depth(depth_mm)
@@ -70,7 +70,7 @@ def plot_segmentation_examples(
                 ax.imshow(np.zeros_like(gt[row]), cmap="gray", vmin=0, vmax=1)
                 ax.text(0.5, 0.5, "not run", ha="center", va="center", color="gray", transform=ax.transAxes)
                 continue
-            ax.imshow(PART_RGB[labels[row]], interpolation="nearest")
+            ax.imshow(labels_rgb(labels[row], depth), interpolation="nearest")
             if name != "ground truth" and (gt[row] > 0).any():
                 accuracy = evaluate_segmentation(labels[row : row + 1], gt[row : row + 1]).per_pixel_accuracy
                 _corner_text(ax, f"{100 * accuracy:.0f}%")

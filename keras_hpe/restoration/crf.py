@@ -12,7 +12,7 @@ differing pixels, and the pairwise term V either
              area where they overlap (each placed at its own pixel).
 The paper used message passing (OpenGM); here min-sum loopy BP, synchronous,
 vectorised over the grid, damped. The restored label of p is the centre label
-of its chosen patch; background pixels stay 0.
+of its chosen patch; pixels predicted not hand (0) stay 0, as in `voting`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def loopy_bp_min_sum(
 
     unary (S, S, K); horizontal (S, S-1, K, K), vertical (S-1, S, K, K) as from
     `pairwise_costs` (already weighted); returns the chosen candidate (S, S) int64.
-    Edges touching a background pixel carry no message.
+    Edges touching a not-hand pixel carry no message.
     """
     unary = np.asarray(unary, dtype=np.float64)
     hand_mask = np.asarray(hand_mask, dtype=bool)

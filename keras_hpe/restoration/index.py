@@ -94,7 +94,7 @@ class DictionaryMeta:
         require(is_int(values["seed"]), source, "seed", "an integer", values["seed"])
         patch, num_labels = values["patch"], values["num_labels"]
         require(patch % 2 == 1, source, "patch", "odd (patches have a centre pixel)", patch)
-        require(num_labels == NUM_LABELS, source, "num_labels", f"{NUM_LABELS} (background and 20 parts)", num_labels)
+        require(num_labels == NUM_LABELS, source, "num_labels", f"{NUM_LABELS} (not hand and 20 parts)", num_labels)
         bits = patch * patch * num_labels
         require(values["bits"] == bits, source, "bits", f"patch x patch x num_labels = {bits}", values["bits"])
         require(values["patches_unique"] <= values["patches_total"], source, "patches_unique",

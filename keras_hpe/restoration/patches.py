@@ -1,9 +1,9 @@
 """Label patches (paper section 3.2): extraction, one-hot encoding, de-duplication.
 
 A patch is the P x P window of part labels centred on a hand pixel (label > 0);
-pixels outside the map are background (0). For the Hamming nearest-neighbour
-search each pixel is encoded one-hot over the 21 symbols (background + 20
-parts), so two codes differ in exactly 2 bits per differing pixel: Hamming
+pixels outside the map are not hand (0), like the arm and pixels without
+depth. For the Hamming nearest-neighbour search each pixel is encoded one-hot
+over the 21 symbols (not hand + 20 parts), so two codes differ in exactly 2 bits per differing pixel: Hamming
 distance = 2 x the number of differing pixels.
 """
 
@@ -43,7 +43,7 @@ def check_patch_size(patch: int) -> int:
 def patch_windows(label_maps: np.ndarray, patch: int) -> np.ndarray:
     """All P x P windows of (N, S, S) maps, one per pixel: a (N, S, S, P, P) read-only view.
 
-    The maps are zero-padded by P // 2 so that windows near the border see background.
+    The maps are zero-padded by P // 2 so that windows near the border see not hand (0).
     """
     half = check_patch_size(patch) // 2
     padded = np.pad(label_maps, ((0, 0), (half, half), (half, half)))

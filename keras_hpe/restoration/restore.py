@@ -84,7 +84,7 @@ def restore_frames(
     """Restore predicted label maps (N, S, S) uint8 -> restored maps (N, S, S) uint8.
 
     Args:
-        pred_labels: the segmentation network's labels, 0 = background.
+        pred_labels: the segmentation network's labels, 0 = not hand.
         index: a loaded `PatchIndex` or its folder (opened with `patch`); Annoy's
             search_k is the index's (`PatchIndex.load(..., search_k=...)`).
         method: one of `METHODS`.
@@ -95,7 +95,7 @@ def restore_frames(
             depend on it.
         pairwise_weight, crf_iterations: the CRF's weight and loopy BP sweeps.
         progress: show a progress bar over frames.
-    Background pixels stay 0, hand pixels stay hand pixels.
+    Not-hand pixels stay 0, hand pixels stay hand pixels (why: `restoration.voting`).
     """
     labels = check_label_maps(pred_labels, "predicted label maps")
     _check_method(method)

@@ -7,7 +7,23 @@ the label n(q) puts there, and p takes the label with most votes:
 
     l(p) = argmax_l  sum_{q in W(p)}  delta(n(q)[c + p - q] = l)
 
-Only hand neighbours vote, background votes are ignored, background pixels stay 0.
+Only hand neighbours vote, votes for 0 (not hand) are ignored, and a pixel
+predicted not hand (0: the arm, or no depth) is kept: restoration relabels
+the hand's parts, not its outline. Measured on a tiny reproduction
+(`keras-hpe reproduce --preset tiny`, the stage-1 model, 16 frames each,
+`evaluation.segmentation` over hand pixels), against voting every pixel with
+depth and letting 0 win:
+
+| restoration                    | real: per pixel | hand IoU | synthetic: per pixel | hand IoU |
+|--------------------------------|-----------------|----------|----------------------|----------|
+| none                           | 36.44%          | 63.17%   | 28.01%               | 59.24%   |
+| not hand kept (this module)    | 38.33%          | 63.17%   | 30.48%               | 59.24%   |
+| every foreground pixel voted   | 37.73%          | 63.68%   | 29.61%               | 57.56%   |
+
+Keeping gains more accuracy on both domains; the IoU moves either way by
+less than 2 points. The dictionary holds hand-centred patches only, so an
+arm pixel's query always retrieves a hand patch, and the votes would need
+the depth, which the label maps alone do not carry.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 `augment_batch` is the one geometric augmentation of the project: an in-plane
 rotation and a scale about the crop centre, applied consistently to image
 fields (depth, labels, segmentations: nearest neighbour, so labels stay labels
-and depth is never blended with the background) and to joints given relative
+and depth is never blended with empty pixels) and to joints given relative
 to the centre in half-cube units (the regression target, `crop.joints_to_crop`).
 
 Every random draw of a training pipeline (shuffle, augmentation, mixing) is
@@ -131,14 +131,14 @@ def check_labelled(data_dir: str | Path, size: int) -> None:
 
 
 def seg_examples(frames: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """A batch of frames -> (LCN'd depth (B,S,S,1), class ids 0..19 (B,S,S), hand mask (B,S,S)).
+    """A batch of frames -> (LCN'd depth (B,S,S,1), class ids 0..20 (B,S,S), foreground mask (B,S,S)).
 
-    Parts 1..20 become class ids 0..19; background (0) gets class 0 and weight
-    0, so the loss and the metrics count hand pixels only.
+    The class id is the part id (0 = not hand, the forearm). The weight is 1
+    wherever there is depth, arm included, and 0 where there is none: those
+    pixels are not hand whatever the network says (`labels_from_probs`).
     """
-    labels = tf.cast(frames["labels"], tf.int32)
     x = segmentation_input(frames["depth_mm"], frames["center_uvd"][:, 2])
-    return x, tf.maximum(labels - 1, 0), tf.cast(labels > 0, tf.float32)
+    return x, tf.cast(frames["labels"], tf.int32), tf.cast(frames["depth_mm"] > 0, tf.float32)
 
 
 def seg_frames(
@@ -175,7 +175,7 @@ def seg_batches(
     epoch: int = 0,
     augment: AugmentConfig | None = None,
 ) -> tf.data.Dataset:
-    """Batches (x, class ids, hand mask) of `seg_frames` frames, augmented as in epoch `epoch` of a run seeded `seed`."""
+    """Batches (x, class ids, foreground mask) of `seg_frames` frames, augmented as in epoch `epoch` of a run seeded `seed`."""
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     batches = frames.batch(batch_size)
@@ -197,7 +197,7 @@ def seg_dataset(
     augment: AugmentConfig | None = None,
     shuffle_buffer: int = 1024,
 ) -> tf.data.Dataset:
-    """Batches (x, class ids, hand mask) of a labelled data set for the segmentation network.
+    """Batches (x, class ids, foreground mask) of a labelled data set for the segmentation network.
 
     `seg_frames`, then `seg_batches`: the order (with `shuffle`) and the
     augmentation are those of epoch `epoch` of a run seeded `seed`, the same

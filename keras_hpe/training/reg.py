@@ -14,7 +14,7 @@ rows of the paper's Table 4:
 For (c) and (d) the training data are segmented once with the given model;
 the label maps (uint8) are cached in `OUT/seg_cache/`, keyed by the hashes
 of the data set's manifest and of the model file, and enter the network as
-one-hot maps (background all zeros).
+one-hot maps of parts 1..20 (a not-hand pixel, label 0, is all zeros).
 
 The cascade's tighter crop is re-sampled from the stored S x S crop (the
 full frame is not kept): each pixel of the new window takes the nearest
@@ -64,11 +64,10 @@ from keras_hpe.data.crop import (
     uvd_to_crop,
 )
 from keras_hpe.data.dataset import load_arrays, make_tf_dataset, read_manifest
-from keras_hpe.data.skeleton import NUM_PARTS
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, evaluate_joints
 from keras_hpe.models.loading import load_model
-from keras_hpe.models.regression import build_direct_regression, build_regression
+from keras_hpe.models.regression import build_direct_regression, build_regression, part_channels
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
 from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
@@ -259,8 +258,7 @@ def regression_dataset(
             views = augment_batch(views, seed_augment, augment, image_fields=images, joint_fields=["joints"])
         inputs = {"depth": normalize_depth(views["depth_mm"], center_uvd[:, 2], cube)[..., None]}
         if "segmentation" in views:
-            # Part p -> channel p - 1; background (0) -> all zeros.
-            inputs["segmentation"] = tf.one_hot(tf.cast(views["segmentation"], tf.int32) - 1, NUM_PARTS)
+            inputs["segmentation"] = part_channels(views["segmentation"])
         # A depth-only model takes a bare tensor, not a dict.
         return (inputs if len(inputs) > 1 else inputs["depth"]), views["joints"]
 

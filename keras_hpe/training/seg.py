@@ -1,7 +1,7 @@
 """Stage 1: supervised training of the segmentation network on synthetic frames.
 
-Pixelwise negative log-likelihood over hand pixels only (background comes from
-depth), the optimiser of the preset, TensorBoard logs, and a checkpoint after
+Pixelwise negative log-likelihood over the 21 classes (not hand + 20 parts) on
+every pixel with depth (pixels without depth are not hand by definition), the optimiser of the preset, TensorBoard logs, and a checkpoint after
 every epoch (`training.fit.fit_resumable`), so that a killed run resumes and
 ends exactly where an uninterrupted one does. The trained model is written
 atomically as `OUT/seg_synth.keras`, with its metrics in `OUT/seg_synth.json`.
@@ -53,7 +53,11 @@ class SegTrainingResult:
 
 
 def compile_segmentation(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-    """Pixelwise NLL averaged over hand pixels; accuracy over hand pixels (the sample weights)."""
+    """Pixelwise NLL and accuracy over the sample weights' pixels: all with depth, the not-hand arm included.
+
+    Keras's `pixel_accuracy` therefore counts the arm too; the paper's accuracy
+    over hand pixels is `evaluate_model`'s.
+    """
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
@@ -158,14 +162,14 @@ def evaluate_model(
         )
     check_crop_size(data_dir, model_crop_size(model))
     arrays = load_arrays(data_dir, ["depth_mm", "labels", "center_uvd"])
-    # In chunks: the (N, S, S, 20) probabilities of a whole large set would not fit in memory.
+    # In chunks: the (N, S, S, 21) probabilities of a whole large set would not fit in memory.
     chunks = [
         predict_parts(model, arrays["depth_mm"][start:start + _EVAL_CHUNK],
                       arrays["center_uvd"][start:start + _EVAL_CHUNK, 2], batch_size)[1]
         for start in range(0, manifest.count, _EVAL_CHUNK)
     ]
     arrays["pred_labels"] = np.concatenate(chunks)
-    return evaluate_segmentation(arrays["pred_labels"], arrays["labels"]), arrays
+    return evaluate_segmentation(arrays["pred_labels"], arrays["labels"], arrays["depth_mm"]), arrays
 
 
 def accuracy_summary(scores: SegmentationScores) -> dict:

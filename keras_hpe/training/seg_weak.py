@@ -71,7 +71,7 @@ def mixed_seg_dataset(
     augment: AugmentConfig | None = None,
     shuffle_buffer: int = 1024,
 ) -> tf.data.Dataset:
-    """`steps` batches (x, class ids, hand mask) whose frames come from either set with the given odds.
+    """`steps` batches (x, class ids, foreground mask) whose frames come from either set with the given odds.
 
     Each frame is drawn from the synthetic set with probability `synth_weight`,
     else from the restored real set; each set is read in passes shuffled by
