@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
+from keras_hpe.data.dataset import read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.restoration.index import PatchIndex, build_dictionary
-from keras_hpe.restoration.restore import METHODS, restore_frames
+from keras_hpe.restoration.restore import METHODS, RestorationPool, restore_frames
 
 SIZE = 24
 
@@ -73,11 +74,29 @@ def test_workers_give_the_single_process_result(index):
     hand = noisy > 0
     flips = hand & (rng.random(noisy.shape) < 0.2)
     noisy[flips] = rng.integers(1, 21, flips.sum())
-    for method in ("integrate", "crf-overlap"):
-        single = restore_frames(noisy, index, method=method, workers=1)
-        parallel = restore_frames(noisy, index.directory, patch=5, method=method, workers=2, chunk_frames=2)
-        assert np.array_equal(single, parallel), method
-        assert not np.array_equal(single, noisy)
+    with RestorationPool(index, workers=2) as pool:
+        for method in ("integrate", "crf-overlap"):
+            single = restore_frames(noisy, index, method=method, workers=1)
+            parallel = restore_frames(noisy, index.directory, patch=5, method=method, workers=2, chunk_frames=2)
+            pooled = restore_frames(noisy, index, method=method, chunk_frames=2, pool=pool)  # one pool, two calls
+            assert np.array_equal(single, parallel) and np.array_equal(single, pooled), method
+            assert not np.array_equal(single, noisy)
+
+
+def test_a_run_opens_one_pool_for_all_its_chunks(seg_model_path, dictionary_dir, sensor_dir, tmp_path, monkeypatch):
+    import keras_hpe.restoration.pseudo_labels as pseudo_labels
+
+    opened = []
+
+    class CountedPool(RestorationPool):
+        def __init__(self, *args, **kwargs):
+            opened.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(pseudo_labels, "RestorationPool", CountedPool)
+    pseudo_labels.restore_dataset(seg_model_path, dictionary_dir, sensor_dir, tmp_path / "restored",
+                                  chunk_frames=16, workers=2, progress=False)
+    assert read_manifest(sensor_dir).count > 16 and len(opened) == 1  # several chunks, one pool
 
 
 def test_bad_arguments_raise_user_error(index):

@@ -9,6 +9,7 @@ evaluation reads the real domain's labels.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Sequence
 
@@ -17,7 +18,7 @@ import keras
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
 from keras_hpe.restoration.index import PatchIndex
-from keras_hpe.restoration.restore import METHODS, restore_frames
+from keras_hpe.restoration.restore import METHODS, RestorationPool, restore_frames
 
 TABLE2_METHODS = ("none", "center", "integrate", "crf-potts", "crf-overlap")
 
@@ -52,13 +53,15 @@ def table2_scores(
         index = PatchIndex.load(index, patch)
     raw_scores, arrays = evaluate_model(_model(seg_model), eval_dir)
     scores = {}
-    for method in methods:
-        if method == "none":
-            scores[method] = raw_scores
-            continue
-        restored = restore_frames(arrays["pred_labels"], index, method=method, window=window, workers=workers,
-                                  progress=progress)
-        scores[method] = evaluate_segmentation(restored, arrays["labels"], arrays["depth_mm"])
+    with contextlib.ExitStack() as workers_open:
+        pool = workers_open.enter_context(RestorationPool(index, workers)) if workers > 1 else None  # one for all
+        for method in methods:
+            if method == "none":
+                scores[method] = raw_scores
+                continue
+            restored = restore_frames(arrays["pred_labels"], index, method=method, window=window, workers=workers,
+                                      progress=progress, pool=pool)
+            scores[method] = evaluate_segmentation(restored, arrays["labels"], arrays["depth_mm"])
     return scores
 
 

@@ -17,6 +17,7 @@ one rename.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -36,7 +37,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
 from keras_hpe.restoration.index import PatchIndex
 from keras_hpe.restoration.quality import gate_restorations
-from keras_hpe.restoration.restore import METHODS, restore_frames
+from keras_hpe.restoration.restore import METHODS, RestorationPool, restore_frames
 
 QUALITY_NAME = "quality.csv"
 SUMMARY_NAME = "restore_summary.json"
@@ -146,15 +147,18 @@ def restore_dataset(
 
         starts = range(0, manifest.count, chunk_frames)
         started = time.perf_counter()
+        pool = None
         with tqdm(total=manifest.count, unit="frame", desc=f"restore real frames ({method})",
-                  disable=not progress) as bar:
+                  disable=not progress) as bar, contextlib.ExitStack() as workers_open:
             for chunk, start in enumerate(starts):
                 frames = np.arange(start, min(start + chunk_frames, manifest.count))
                 path = work_dir / _chunk_name(chunk)
                 if not path.exists():
+                    if pool is None and workers > 1:  # one pool for the run, opened when a chunk needs it
+                        pool = workers_open.enter_context(RestorationPool(index, workers))
                     arrays = load_frames(data_dir, frames, [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")])
                     raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
-                    restored = restore_frames(raw, index, method=method, window=window, workers=workers)
+                    restored = restore_frames(raw, index, method=method, window=window, pool=pool)
                     gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"],
                                              arrays["joints_xyz"], cube_mm=manifest.cube_mm,
                                              camera=manifest.camera_model)

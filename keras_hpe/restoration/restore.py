@@ -9,6 +9,7 @@ dictionary itself, so they share its pages.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 from pathlib import Path
 
@@ -80,6 +81,7 @@ def restore_frames(
     crf_iterations: int = 10,
     chunk_frames: int = 16,
     progress: bool = False,
+    pool: "RestorationPool | None" = None,
 ) -> np.ndarray:
     """Restore predicted label maps (N, S, S) uint8 -> restored maps (N, S, S) uint8.
 
@@ -95,6 +97,8 @@ def restore_frames(
             depend on it.
         pairwise_weight, crf_iterations: the CRF's weight and loopy BP sweeps.
         progress: show a progress bar over frames.
+        pool: a `RestorationPool` of this index to restore in; its workers
+            replace `workers`, and it stays open for the caller's next calls.
     Not-hand pixels stay 0, hand pixels stay hand pixels (why: `restoration.voting`).
     """
     labels = check_label_maps(pred_labels, "predicted label maps")
@@ -108,20 +112,50 @@ def restore_frames(
     chunks = [labels[start:start + chunk_frames] for start in starts]
     restored = []
     with tqdm(total=len(labels), unit="frame", desc=f"restore ({method})", disable=not progress) as bar:
-        if workers == 1 or len(chunks) <= 1:
+        if pool is None and (workers == 1 or len(chunks) <= 1):
             for chunk in chunks:
                 restored.append(restore_batch(chunk, index, **options))
                 bar.update(len(chunk))
         else:
-            # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not survive.
-            context = multiprocessing.get_context("spawn")
-            with context.Pool(min(workers, len(chunks)), initializer=_init_worker, initargs=(index,)) as pool:
-                for chunk, result in zip(chunks, pool.imap(_restore_in_worker, [(c, options) for c in chunks])):
+            with contextlib.ExitStack() as stack:
+                if pool is None:
+                    pool = stack.enter_context(RestorationPool(index, min(workers, len(chunks))))
+                for chunk, result in zip(chunks, pool.imap(chunks, options)):
                     restored.append(result)
                     bar.update(len(chunk))
     if not restored:
         return labels.copy()
     return np.concatenate(restored)
+
+
+class RestorationPool:
+    """Worker processes that restore with one index, opened once for a whole run.
+
+    Starting a spawned worker costs an interpreter and an index load, so a run
+    that restores many chunks (`pseudo_labels.restore_dataset`, the Table 2
+    methods) keeps one pool open instead of one per call:
+
+        with RestorationPool(index, workers=2) as pool:
+            for chunk in chunks:
+                restore_frames(chunk, index, pool=pool)
+    """
+
+    def __init__(self, index: PatchIndex, workers: int) -> None:
+        if workers < 1:
+            raise UserError(f"workers must be >= 1, got {workers}")
+        # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not survive.
+        self._pool = multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(index,))
+
+    def imap(self, chunks: list[np.ndarray], options: dict):
+        """Restored chunks, in order."""
+        return self._pool.imap(_restore_in_worker, [(chunk, options) for chunk in chunks])
+
+    def __enter__(self) -> "RestorationPool":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._pool.terminate()
+        self._pool.join()
 
 
 def _init_worker(index: PatchIndex) -> None:
