@@ -92,6 +92,7 @@ def make_runner(fmt: str, estimator, folder: Path, calibration: Path | None, thr
 
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
+        options.enable_profiling = False  # a profile would land in the working folder
         session = onnxruntime.InferenceSession(str(path / FILES[fmt]), options, providers=["CPUExecutionProvider"])
         names = [output.name for output in session.get_outputs()]
         return lambda crops, centers: dict(zip(names, session.run(names, {"depth_mm": crops, "center_uvd": centers})))

@@ -2,8 +2,6 @@
 
 import argparse
 import json
-import os
-import site
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from clients import run_client
 from keras_hpe.cli import export as export_cli
 from keras_hpe.errors import UserError
 from keras_hpe.export import METADATA_FILE, existing_versions, export_estimator
@@ -21,23 +20,10 @@ from keras_hpe.pipeline import HandPoseEstimator
 
 SIZE = 32
 
-# Runs in a fresh interpreter that sees TensorFlow but not keras_hpe: -I ignores PYTHONPATH
-# and the current folder, -S skips the .pth files (keras_hpe is installed editable through one),
-# and only the site-packages folders are put back on the path.
-CLIENT = """
-import sys
-sys.path[:0] = sys.argv[1].split(":")
-try:
-    import keras_hpe
-except ImportError:
-    pass
-else:
-    sys.exit("keras_hpe must not be importable in the client")
-import numpy as np
+# The SavedModel in plain TensorFlow, in a process where keras_hpe is not importable (tests/clients.py).
+SAVED_MODEL_CLIENT = """
 import tensorflow as tf
-inputs = np.load(sys.argv[2])
-model = tf.saved_model.load(sys.argv[3])
-serve = model.signatures["serving_default"]
+serve = tf.saved_model.load(sys.argv[3]).signatures["serving_default"]
 outputs = serve(depth_mm=tf.constant(inputs["depth_mm"]), center_uvd=tf.constant(inputs["center_uvd"]))
 np.savez(sys.argv[4], **{name: value.numpy() for name, value in outputs.items()})
 """
@@ -68,15 +54,9 @@ def test_saved_model_loads_without_keras_hpe_and_matches(exported, tmp_path):
     estimator, path = exported
     assert path.name == "1" and (path / "saved_model.pb").is_file()
     inputs = _inputs()
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    sites = ":".join(site.getsitepackages())
-    subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CLIENT, sites, tmp_path / "inputs.npz", path, tmp_path / "outputs.npz"],
-        cwd=tmp_path, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
-    )
-    served = np.load(tmp_path / "outputs.npz")
+    served = run_client(SAVED_MODEL_CLIENT, inputs, path, tmp_path)
     expected = estimator.predict(inputs["depth_mm"], inputs["center_uvd"])
-    assert set(served.files) == {"joints_xyz", "joints_uvd", "parts"}
+    assert set(served) == {"joints_xyz", "joints_uvd", "parts"}
     np.testing.assert_allclose(served["joints_xyz"], expected["joints_xyz"], atol=1e-3)
     np.testing.assert_allclose(served["joints_uvd"], expected["joints_uvd"], atol=1e-3)
     assert served["parts"].dtype == np.uint8

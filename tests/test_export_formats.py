@@ -1,21 +1,20 @@
 """LiteRT and ONNX exports: each loads in its own runtime without keras_hpe and gives the estimator's outputs.
 
 The bounds for float32 are the issue's (0.01 mm). Those for float16 and int8
-are measured on this untrained tiny model, whose int8 error says little about
-a trained one's: the README's Serving section has the figures of a trained
-64 x 64 model (benchmarks/inference_benchmark.py --data).
+are measured on this untrained tiny model (seeds 0-3: int8 joints mean
+0.06-0.07 mm, max 0.16-1.24 mm from Keras, 98.4-98.8 % of the part labels
+equal), whose int8 error says little about a trained one's: the README's
+Serving section has the figures of a trained 64 x 64 model
+(benchmarks/inference_benchmark.py --data).
 """
 
 import json
-import os
-import site
-import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 
+from clients import run_client
 from conftest import assert_one_line_error
 from keras_hpe.cli.main import main
 from keras_hpe.data.dataset import load_arrays
@@ -27,37 +26,27 @@ from keras_hpe.pipeline import HandPoseEstimator
 
 SIZE = 32
 
-# As tests/test_export.py's client: a fresh interpreter that sees the site-packages but not
-# keras_hpe, and here not TensorFlow either: each format runs in its own runtime only.
-# It runs every crop as one batch, then the first crop alone (the batch is dynamic).
-CLIENT_START = """
-import sys
-sys.path[:0] = sys.argv[1].split(":")
-try:
-    import keras_hpe
-except ImportError:
-    pass
-else:
-    sys.exit("keras_hpe must not be importable in the client")
-import numpy as np
-inputs = dict(np.load(sys.argv[2]))
-"""
+# Each export in its own runtime only, in a process where keras_hpe is not importable
+# (tests/clients.py), nor TensorFlow: every crop as one batch, then the first crop alone
+# (the batch is dynamic).
 CLIENT_END = """
 assert "tensorflow" not in sys.modules, "the runtime imported TensorFlow"
 outputs = run(inputs)
 first = run({name: value[:1] for name, value in inputs.items()})
 np.savez(sys.argv[4], **outputs, **{"first_" + name: value for name, value in first.items()})
 """
-LITERT_CLIENT = CLIENT_START + """
+LITERT_CLIENT = """
 from ai_edge_litert.interpreter import Interpreter
 serve = Interpreter(model_path=sys.argv[3], num_threads=1).get_signature_runner("serving_default")
 
 def run(batch):
     return serve(**batch)
 """ + CLIENT_END
-ONNX_CLIENT = CLIENT_START + """
+ONNX_CLIENT = """
 import onnxruntime
-session = onnxruntime.InferenceSession(sys.argv[3], providers=["CPUExecutionProvider"])
+options = onnxruntime.SessionOptions()
+options.enable_profiling = False  # a profile would be written to the working folder
+session = onnxruntime.InferenceSession(sys.argv[3], options, providers=["CPUExecutionProvider"])
 names = [output.name for output in session.get_outputs()]
 
 def run(batch):
@@ -65,23 +54,27 @@ def run(batch):
 """ + CLIENT_END
 CLIENTS = {"litert": LITERT_CLIENT, "litert-fp16": LITERT_CLIENT, "litert-int8": LITERT_CLIENT, "onnx": ONNX_CLIENT}
 # Bounds to the Keras estimator: mean and largest |joints_xyz difference| (mm), least fraction of equal
-# part labels. Measured here: float32 < 0.001 mm; float16 mean 0.02, max 0.95 mm (a flipped part label
-# moves a joint's mask), 99.98% labels; int8 mean 3.0, max 5.7 mm, 98.4% labels.
+# part labels. Measured here (seed 0): float32 (LiteRT, ONNX) max 0.0001 mm, all labels; float16 mean
+# 0.012, max 0.028 mm, 99.99 % labels; int8 mean 0.068, max 1.24 mm, 98.6 % labels.
+# The max bounds leave room for a part label that flips and moves a joint's mask.
 BOUNDS = {
     "litert": (0.01, 0.01, 0.999),
     "onnx": (0.01, 0.01, 0.999),
-    "litert-fp16": (0.05, 3.0, 0.99),
-    "litert-int8": (10.0, 20.0, 0.95),
+    "litert-fp16": (0.05, 3.0, 0.995),
+    "litert-int8": (0.3, 4.0, 0.97),
 }
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, sensor_dir):
     keras.utils.set_random_seed(0)
-    estimator = HandPoseEstimator(
-        build_regression(RegressionConfig(input_size=SIZE), variant="separate"),
-        build_segmentation_model(SegmentationConfig(size=SIZE)),
-    )
+    segmentation = build_segmentation_model(SegmentationConfig(size=SIZE))
+    # Untrained, the network labels 1% of the foreground not hand; trained, the forearm (about 40%):
+    # a bias towards class 0 makes it 38% here. No runtime may put those pixels in a part mask
+    # (ONNX's OneHot put them in part 20's and moved a trained model's joint 0 by up to 125 mm).
+    kernel, bias = segmentation.get_layer("parts").get_weights()
+    segmentation.get_layer("parts").set_weights([kernel, bias + 1.5 * (np.arange(len(bias)) == 0)])
+    estimator = HandPoseEstimator(build_regression(RegressionConfig(input_size=SIZE), variant="separate"), segmentation)
     out = tmp_path_factory.mktemp("saved_models") / "keras_hpe"
     path = export_estimator(estimator, out, formats=list(CLIENTS), calibration=sensor_dir)
     return estimator, path
@@ -95,13 +88,7 @@ def crops(sensor_eval_dir):
 
 
 def _serve(fmt: str, path, inputs: dict, tmp_path) -> dict:
-    np.savez(tmp_path / "inputs.npz", **inputs)
-    subprocess.run(
-        [sys.executable, "-I", "-S", "-c", CLIENTS[fmt], ":".join(site.getsitepackages()),
-         tmp_path / "inputs.npz", path / FILES[fmt], tmp_path / "outputs.npz"],
-        cwd=tmp_path, check=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=120,
-    )
-    return dict(np.load(tmp_path / "outputs.npz"))
+    return run_client(CLIENTS[fmt], inputs, path / FILES[fmt], tmp_path)
 
 
 @pytest.mark.parametrize("fmt", list(CLIENTS))

@@ -155,10 +155,13 @@ def build_regression(config: RegressionConfig = RegressionConfig(), variant: Var
 def part_channels(labels) -> tf.Tensor:
     """Label maps (..., S, S) of part ids 0..20 -> the regression input (..., S, S, 20) float32.
 
-    Part p is channel p - 1; not hand (0) is an all-zero row, as `tf.one_hot`
-    gives for the out-of-range index -1, so the arm enters no joint's mask.
+    Part p is channel p - 1; not hand (0) is an all-zero row, so the arm
+    enters no joint's mask. The one-hot is over all 21 labels with channel 0
+    dropped, not `tf.one_hot(labels - 1, 20)`: ONNX counts a negative index
+    from the end, so the converted graph put the arm into part 20's mask
+    (joint 0 moved by up to 125 mm on a trained model).
     """
-    return tf.one_hot(tf.cast(labels, tf.int32) - 1, NUM_PARTS)
+    return tf.one_hot(tf.cast(labels, tf.int32), NUM_PARTS + 1)[..., 1:]
 
 
 def build_direct_regression(config: RegressionConfig = RegressionConfig()) -> keras.Model:
