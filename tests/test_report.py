@@ -114,6 +114,7 @@ def test_readme_tables_verdicts_figures_and_details(report):
     text = readme.read_text()
     assert text.startswith("# Reproduction of Neverova et al.")
     assert "simulated benchmark" in text and "not on NYU" in text
+    assert "**Deviation: a not-hand class.**" in text and "21 classes" in text
     none = json.loads((out / "summary.json").read_text())["table2"]["none"]["per_pixel"]
     assert f"restoration with eq. 2 beats no restoration: {integrate['per_pixel'] - none:+.2f} points per pixel " \
            "(95 % CI +" in text
