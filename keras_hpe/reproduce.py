@@ -639,6 +639,9 @@ def _run_report(work: Path, inputs: dict[str, Path], params: dict, progress: boo
     stage1 = None if synth_test is None else {
         "per_pixel": 100.0 * synth_test["per_pixel_accuracy"], "per_class": 100.0 * synth_test["mean_class_accuracy"],
         "frames": synth_test["frames"]}
+    # The report is read on other machines: paths of this one's folders appear as the options naming them.
+    folders = {"OUT": work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
+    manifests, config = _shown_paths(manifests, folders), _shown_paths(config, folders)
     readme = write_report(
         reports_dir,
         stage1=stage1,
@@ -670,6 +673,20 @@ def _joint_errors(values: dict, errors_mm: np.ndarray):
         frames=values["frames"], thresholds_mm=np.asarray(values["thresholds_mm"]),
         curves={mode: np.asarray(curve) for mode, curve in values["curves"].items()}, errors_mm=errors_mm,
     )
+
+
+def _shown_paths(value, folders: dict[str, Path]):
+    """`value` with every path string inside one of `folders` written as "NAME/relative/path"."""
+    if isinstance(value, dict):
+        return {key: _shown_paths(item, folders) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown_paths(item, folders) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        for name, folder in folders.items():
+            folder = os.path.abspath(folder)
+            if os.path.commonpath([os.path.abspath(value), folder]) == folder:
+                return Path(name, os.path.relpath(value, folder)).as_posix()
+    return value
 
 
 def _manifest_dict(manifest) -> dict:

@@ -39,6 +39,9 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     code, stdout, paths = tiny_run
     assert code == 0
     assert (paths["reports"] / "README.md").is_file()
+    readme = (paths["reports"] / "README.md").read_text()  # machine-independent: no absolute run paths
+    assert str(paths["out"]) not in readme and str(paths["saved"]) not in readme
+    assert '"OUT/seg_synth/seg_synth.keras"' in readme and '"SAVED_MODELS/1"' in readme
     summary = json.loads((paths["reports"] / "summary.json").read_text())
     assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
