@@ -185,6 +185,7 @@ def predict_images(
             tqdm(total=len(paths), desc="predict", unit="image", disable=not progress) as bar:
         for start in range(0, len(paths), batch_size):
             batch = paths[start : start + batch_size]
+            # Read again rather than kept from the check: holding every full image would grow with the inputs.
             images = [read_depth_image(path, info.camera) for path in batch]
             centres = [centre for centre, _ in sources[start : start + batch_size]]
             crops = [crop_depth(image, centre, info.size, info.cube_mm, info.camera)

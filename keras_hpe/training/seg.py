@@ -1,8 +1,8 @@
 """Stage 1: supervised training of the segmentation network on synthetic frames.
 
 Pixelwise negative log-likelihood over the 21 classes (not hand + 20 parts) on
-every pixel with depth (pixels without depth are not hand by definition), the optimiser of the preset, TensorBoard logs, and a checkpoint after
-every epoch (`training.fit.fit_resumable`), so that a killed run resumes and
+every pixel with depth (pixels without depth are not hand by definition), the
+optimiser of the preset, TensorBoard logs, and a checkpoint after every epoch (`training.fit.fit_resumable`), so that a killed run resumes and
 ends exactly where an uninterrupted one does. The trained model is written
 atomically as `OUT/seg_synth.keras`, with its metrics in `OUT/seg_synth.json`.
 """
