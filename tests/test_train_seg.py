@@ -125,6 +125,22 @@ def test_training_lowers_the_loss(synth_dir, tmp_path):
     assert "val_loss" not in result.metrics["history"]  # no validation set, no empty column
 
 
+def test_bfloat16_training_saves_a_float32_model(synth_dir, tmp_path):
+    config = replace(TINY_TRAINING, augment=AugmentConfig(), precision="mixed_bfloat16")
+    result = train_segmentation(synth_dir, tmp_path / "bf16", config, progress=False)
+    assert math.isfinite(result.metrics["history"]["loss"][0])
+    model = keras.saving.load_model(result.model_path)
+    assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
+    float32 = train_segmentation(synth_dir, tmp_path / "fp32", replace(config, precision="float32"), progress=False)
+    # Trained in bfloat16, not float32 under another name.
+    assert not _weights_equal(result.model_path, float32.model_path)
+
+
+def test_an_unknown_precision_is_a_user_error():
+    with pytest.raises(UserError, match="precision.*float16"):
+        replace(TINY_TRAINING, precision="float16")
+
+
 def _weights_equal(a, b) -> bool:
     weights = list(zip(keras.saving.load_model(a).get_weights(), keras.saving.load_model(b).get_weights()))
     return bool(weights) and all(np.array_equal(x, y) for x, y in weights)

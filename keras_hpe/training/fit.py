@@ -19,7 +19,8 @@ other batches than an uninterrupted one and ended elsewhere. Nor does it
 record what the backup was made with, so it continued a run of other settings.
 
 `make_optimizer` turns a stage's optimiser settings into a Keras optimiser
-with its learning-rate schedule.
+with its learning-rate schedule; `in_precision` gives the copy of a model a
+stage fits in another precision than float32.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from keras_hpe.data.dataset import MANIFEST_NAME
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
 from keras_hpe.outputs import atomic_path, write_text
+from keras_hpe.presets import PRECISIONS
 
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
@@ -91,6 +93,31 @@ def fingerprint(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def in_precision(model: keras.Model, precision: str) -> keras.Model:
+    """The model to fit in `precision`: `model` itself for "float32", else a copy with its weights.
+
+    "mixed_bfloat16" computes in bfloat16 and keeps float32 weights and
+    float32 output layers (the softmax and the loss stay exact). A stage fits
+    the copy, then sets `model`'s weights from it and saves `model`: the saved
+    archive is float32, so inference, exports and later stages do not depend
+    on how it was trained.
+    """
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "float32":
+        return model
+
+    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+        config = layer.get_config()
+        if layer.name not in model.output_names:
+            config["dtype"] = precision
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
 
 
 def seed_new_model(seed: int) -> None:

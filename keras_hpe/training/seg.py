@@ -30,6 +30,7 @@ from keras_hpe.training.fit import (
     check_seed,
     fingerprint,
     fit_resumable,
+    in_precision,
     make_optimizer,
     remove_checkpoint,
     seed_new_model,
@@ -111,12 +112,14 @@ def train_segmentation(
     with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
         seed_new_model(seed)
         model = build_segmentation_model(model_config)
+        trained = in_precision(model, config.precision)
         steps_per_epoch = math.ceil(manifest.count / config.batch_size)
-        compile_segmentation(model, make_optimizer(config, steps_per_epoch * config.epochs))
+        compile_segmentation(trained, make_optimizer(config, steps_per_epoch * config.epochs))
         history, seconds = fit_resumable(
-            model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity, val=val,
+            trained, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity, val=val,
             progress=progress, callbacks=callbacks,
         )
+        model.set_weights(trained.get_weights())
         model_path = out_dir / MODEL_NAME
         with atomic_path(model_path) as tmp:
             model.save(tmp)

@@ -34,6 +34,7 @@ from keras_hpe.training.fit import (
     check_seed,
     fingerprint,
     fit_resumable,
+    in_precision,
     make_optimizer,
     remove_checkpoint,
     seed_new_model,
@@ -166,11 +167,13 @@ def train_segmentation_weak(
     }
     with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
         seed_new_model(seed)
-        compile_segmentation(model, make_optimizer(config, steps * config.epochs))
+        trained = in_precision(model, config.precision)
+        compile_segmentation(trained, make_optimizer(config, steps * config.epochs))
         history, seconds = fit_resumable(
-            model, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity,
+            trained, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity,
             progress=progress, callbacks=callbacks,
         )
+        model.set_weights(trained.get_weights())
         model_path = out_dir / MODEL_NAME
         with atomic_path(model_path) as tmp:
             model.save(tmp)
