@@ -18,8 +18,12 @@ under load, one run each):
 | 6,000 frames x 5 epochs     | 5.9           | 58.3%     |
 | 30,000 frames x 1 epoch     | 4.1           | 59.2%     |
 
+The sweep over precision, learning rate, batch size and widths at 10,000
+frames x 1 epoch is in `presets.SegTrainingConfig`'s docstring.
+
     python benchmarks/seg_accuracy_benchmark.py --arch paper --epochs 8 [--frames 6000] [--work DIR]
-        [--real-test runs/quick/real_test/data]
+        [--real-test runs/quick/real_test/data] [--filters 32 64 64] [--hidden 64 64] [--batch 8]
+        [--lr 2e-3] [--precision mixed_bfloat16]
 """
 
 from __future__ import annotations
