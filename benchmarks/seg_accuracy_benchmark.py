@@ -19,11 +19,13 @@ under load, one run each):
 | 30,000 frames x 1 epoch     | 4.1           | 59.2%     |
 
 The sweep over precision, learning rate, batch size and widths at 10,000
-frames x 1 epoch is in `presets.SegTrainingConfig`'s docstring.
+frames x 1 epoch is in `presets.SegTrainingConfig`'s docstring, the one over
+the hole filling of the input (`--hole-fill`, with `--real-test` a labelled
+sensor validation split) beside `data.crop.HOLE_MIN_NEIGHBOURS`.
 
     python benchmarks/seg_accuracy_benchmark.py --arch paper --epochs 8 [--frames 6000] [--work DIR]
         [--real-test runs/quick/real_test/data] [--filters 32 64 64] [--hidden 64 64] [--batch 8]
-        [--lr 2e-3] [--precision mixed_bfloat16]
+        [--lr 2e-3] [--precision mixed_bfloat16] [--hole-fill MIN_NEIGHBOURS PASSES]
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ import json
 import os
 import tempfile
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_hpe.data.crop import HOLE_MIN_NEIGHBOURS, HOLE_PASSES, fill_holes  # noqa: E402
 from keras_hpe.data.synth import generate_synth  # noqa: E402
 from keras_hpe.models.segmentation import UNDILATED_SEGMENTATION, SegmentationConfig  # noqa: E402
 from keras_hpe.presets import get_preset  # noqa: E402
@@ -72,6 +77,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the quick preset's)")
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
                         help="Keras dtype policy of the training (default: float32)")
+    parser.add_argument("--hole-fill", type=int, nargs=2, metavar=("MIN_NEIGHBOURS", "PASSES"),
+                        default=(HOLE_MIN_NEIGHBOURS, HOLE_PASSES),
+                        help="fill missing pixels with at least MIN_NEIGHBOURS of 8 valid neighbours, PASSES times, "
+                             "at training and test time (9 = no filling; default: the pipeline's, "
+                             f"{HOLE_MIN_NEIGHBOURS} {HOLE_PASSES})")
     args = parser.parse_args()
     model = ARCHITECTURES[args.arch]
     if args.filters:
@@ -82,9 +92,13 @@ def main() -> None:
     config = replace(quick, model=model, epochs=args.epochs, batch_size=args.batch or quick.batch_size,
                      learning_rate=args.lr or quick.learning_rate, precision=args.precision)
     widths = "-".join(map(str, model.filters + model.hidden_units))
-    name = f"seg_{args.arch}_{args.epochs}_{widths}_{config.batch_size}_{config.learning_rate:g}_{args.precision}"
+    fill = tuple(args.hole_fill)
+    name = (f"seg_{args.arch}_{args.epochs}_{widths}_{config.batch_size}_{config.learning_rate:g}_{args.precision}"
+            f"_fill{fill[0]}x{fill[1]}")
+    filling = mock.patch("keras_hpe.models.segmentation.fill_holes",
+                         partial(fill_holes, min_neighbours=fill[0], passes=fill[1]))
 
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, filling:
         work = args.work or Path(scratch)
         train_dir, test_dir = work / f"synth{args.frames}", work / "synth_test"
         for folder, frames, seed in ((train_dir, args.frames, TRAIN_SEED), (test_dir, TEST_FRAMES, TEST_SEED)):
@@ -105,6 +119,7 @@ def main() -> None:
         "batch_size": config.batch_size,
         "learning_rate": config.learning_rate,
         "precision": args.precision,
+        "hole_fill": {"min_neighbours": fill[0], "passes": fill[1]},
         "train_frames": args.frames,
         "test_frames": TEST_FRAMES,
         "epochs": args.epochs,

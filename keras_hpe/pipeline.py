@@ -5,7 +5,7 @@
 the evaluation and the inference benchmark share:
 
     depth_mm (B, S, S), center_uvd (B, 3)
-      -> segmentation input  LCN(normalize_depth(depth))      (crop.py, TF ops)
+      -> segmentation input  LCN(normalize_depth(fill_holes(depth)))  (crop.py, TF ops)
       -> segmentation net    class probabilities (B, S, S, 21): not hand + 20 parts
       -> parts (B, S, S) uint8: the argmax (0 = not hand), 0 where the depth is 0
       -> regression input    normalize_depth(depth) + one-hot of parts 1..20 (as in training)

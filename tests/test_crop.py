@@ -11,6 +11,7 @@ from keras_hpe.data.crop import (
     crop_to_joints,
     crop_to_uvd,
     crop_window,
+    fill_holes,
     joints_to_crop,
     local_contrast_normalize,
     normalize_depth,
@@ -180,3 +181,43 @@ def test_normalization_runs_in_a_tf_data_graph():
     assert [b.shape for b in batches] == [(2, SIZE, SIZE, 1)] * 2
     eager = local_contrast_normalize(normalize_depth(depth[:2], np.full(2, 550.0))[..., None]).numpy()
     np.testing.assert_allclose(batches[0], eager, atol=1e-5)
+
+
+def _hand_with_holes():
+    """A flat 600 mm square on empty background, with holes of 1, 2 and 2 x 2 pixels and a 1-pixel slit."""
+    depth = np.zeros((1, SIZE, SIZE), np.float32)
+    depth[0, 4:28, 4:28] = 600.0
+    depth[0, 8, 8] = 0.0  # isolated: 8 neighbours with depth
+    depth[0, 12, 12:14] = 0.0  # a pair: 7 each
+    depth[0, 20:22, 20:22] = 0.0  # 2 x 2: 5 each, the rims first
+    depth[0, 4:28, 16] = 0.0  # a slit through the square: 6 each inside, 3 at its ends
+    return depth
+
+
+def test_fill_holes_fills_holes_inside_the_surface_only():
+    depth = _hand_with_holes()
+    depth[0, 10, 24] = 650.0  # a neighbour with other depth: the fill is the neighbours' mean
+    depth[0, 10, 25] = 0.0
+    filled = fill_holes(depth, min_neighbours=6, passes=2).numpy()
+    assert filled.shape == depth.shape and filled.dtype == np.float32
+    assert filled[0, 8, 8] == 600.0 and np.all(filled[0, 12, 12:14] == 600.0)
+    np.testing.assert_allclose(filled[0, 10, 25], (7 * 600.0 + 650.0) / 8, rtol=1e-6)
+    # A 2 x 2 hole has 5 neighbours per pixel: left for a pass with a lower bar.
+    assert np.all(filled[0, 20:22, 20:22] == 0.0)
+    assert np.all(fill_holes(depth, min_neighbours=5, passes=1).numpy()[0, 20:22, 20:22] == 600.0)
+    # The slit's inner pixels (6 neighbours) close; its ends at the silhouette (4, then 5) stay open.
+    assert np.all(filled[0, 5:27, 16] == 600.0) and filled[0, 4, 16] == filled[0, 27, 16] == 0.0
+    # The background, outside straight edges and at corners, stays empty.
+    outside = np.ones((SIZE, SIZE), bool)
+    outside[4:28, 4:28] = False
+    assert np.all(filled[0][outside] == 0.0)
+
+
+def test_fill_holes_passes_and_shapes():
+    depth = _hand_with_holes()
+    # A stricter bar leaves the slit open; 7 still takes the pair.
+    strict = fill_holes(depth[..., None], min_neighbours=7, passes=1).numpy()
+    assert strict.shape == (1, SIZE, SIZE, 1)
+    assert strict[0, 12, 12, 0] == 600.0 and np.all(strict[0, 6:26, 16, 0] == 0.0)
+    # 9 can never be reached (8 neighbours): the depth comes back unchanged.
+    np.testing.assert_array_equal(fill_holes(depth, min_neighbours=9, passes=3).numpy(), depth)

@@ -151,6 +151,15 @@ def test_segmentation_input_is_lcn_of_normalised_depth():
     assert abs(x[0, 0, 0, 0]) < 1e-3 and np.abs(x[0, 12:20, 12:20]).max() > 0.1
 
 
+def test_segmentation_input_fills_holes_inside_the_hand_first():
+    depth_mm = np.zeros((1, 32, 32), np.float32)
+    depth_mm[0, 8:24, 8:24] = 500.0
+    holed = depth_mm.copy()
+    holed[0, 15, 15] = 0.0
+    filled, with_hole = (keras.ops.convert_to_numpy(segmentation_input(d, np.array([500.0]))) for d in (depth_mm, holed))
+    np.testing.assert_allclose(with_hole, filled, atol=1e-6)
+
+
 def test_predict_parts_labels_pixels_without_depth_not_hand():
     model = build_segmentation_model(TINY)
     rng = np.random.default_rng(3)

@@ -41,7 +41,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hpe.data.crop import CUBE_MM, LCN_KERNEL, local_contrast_normalize, normalize_depth
+from keras_hpe.data.crop import CUBE_MM, LCN_KERNEL, fill_holes, local_contrast_normalize, normalize_depth
 from keras_hpe.data.skeleton import NUM_LABELS
 from keras_hpe.errors import UserError
 from keras_hpe.models.shifted_max_pooling import ShiftedMaxPooling
@@ -164,7 +164,7 @@ def model_crop_size(model: keras.Model) -> int:
 
 
 def segmentation_input(depth_mm, center_d_mm, cube_mm: float = CUBE_MM) -> tf.Tensor:
-    """The network's input from crops in mm: LCN(normalize_depth(depth)), (B, S, S, 1) float32.
+    """The network's input from crops in mm: LCN(normalize_depth(fill_holes(depth))), (B, S, S, 1) float32.
 
     `depth_mm` is (B, S, S) or (B, S, S, 1), `center_d_mm` (B,). TensorFlow ops,
     so tf.data pipelines and exported graphs share this one implementation.
@@ -172,7 +172,7 @@ def segmentation_input(depth_mm, center_d_mm, cube_mm: float = CUBE_MM) -> tf.Te
     depth_mm = tf.convert_to_tensor(depth_mm, dtype=tf.float32)
     if depth_mm.shape.rank == 3:
         depth_mm = depth_mm[..., None]
-    return local_contrast_normalize(normalize_depth(depth_mm, center_d_mm, cube_mm), LCN_KERNEL)
+    return local_contrast_normalize(normalize_depth(fill_holes(depth_mm), center_d_mm, cube_mm), LCN_KERNEL)
 
 
 def labels_from_probs(probs: np.ndarray, depth_mm: np.ndarray) -> np.ndarray:
