@@ -1,0 +1,301 @@
+"""The stages of `keras-hpe reproduce`: each runner fills its folder `work` from its inputs' folders.
+
+`reproduce.build_stages` lists them with their parameters; a runner is called
+as `run(work, inputs, params, progress)` with `inputs` the folders of the
+stages it reads, and returns the JSON result that `stage.json` records.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from keras_hpe.outputs import atomic_path, write_text
+
+STAGE_FILE = "stage.json"
+DATA = "data"  # a data stage's data set sub-folder
+DICTIONARY = "index"
+RESTORED = "restored"
+EVALUATION_FILE = "evaluation.json"
+ERRORS_FILE = "joint_errors.npz"
+COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 row, for the intervals
+SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
+FIGURES = "figures"
+REG_VARIANTS = ("direct", "cascade", "semi", "full")
+NYU_NO_LABELS = (
+    "not run: the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
+)
+
+
+def run_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    from keras_hpe.data.synth import generate_synth
+
+    manifest = generate_synth(work / DATA, params["frames"], seed=params["seed"], size=params["size"],
+                              shard_size=params["shard_size"], progress=progress)
+    return {"frames": manifest.count}
+
+
+def run_sensor(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    from keras_hpe.data.sensor import SensorConfig, generate_sensor
+
+    manifest = generate_sensor(work / DATA, params["frames"], seed=params["seed"], size=params["size"],
+                               eval_labels=params["eval_labels"], config=SensorConfig(**params["sensor"]),
+                               shard_size=params["shard_size"], progress=progress)
+    return {"frames": manifest.count}
+
+
+def run_nyu(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    from keras_hpe.data.nyu import load_nyu
+
+    manifest = load_nyu(params["root"], params["split"], work / DATA, size=params["size"], limit=params["frames"],
+                        shard_size=params["shard_size"], progress=progress)
+    return {"frames": manifest.count}
+
+
+def run_seg_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config) -> dict:
+    from keras_hpe.evaluation.segmentation import save_frame_counts
+    from keras_hpe.training.seg import accuracy_summary, evaluate_model, load_segmentation_model, train_segmentation
+
+    result = train_segmentation(inputs["synth"] / DATA, work, config, val_dir=inputs["synth_test"] / DATA,
+                                epochs=params["seg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
+                                progress=progress)
+    # Scored again here for the per-frame counts behind stage 1's interval (the metrics JSON keeps totals only).
+    scores = evaluate_model(load_segmentation_model(result.model_path), inputs["synth_test"] / DATA)[0]
+    save_frame_counts(work / SYNTH_TEST_COUNTS_FILE, {"synth_test": scores.frame_counts})
+    return {"model": result.model_path.name, "synth_test": {**accuracy_summary(scores), "hand_iou": scores.hand_iou}}
+
+
+def run_dictionary(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    from keras_hpe.data.dataset import load_arrays, read_manifest
+    from keras_hpe.restoration.index import build_dictionary
+
+    data = inputs["synth"] / DATA
+    labels = load_arrays(data, ["labels"])["labels"][:: params["every"]]
+    source = {"path": str(data.resolve()), "every": params["every"], "frames_used": int(len(labels)),
+              "manifest": _manifest_dict(read_manifest(data))}
+    meta = build_dictionary(labels, work / DICTIONARY, patch=params["patch"], n_trees=params["trees"],
+                            search_k=params["search_k"], seed=params["seed"], source_manifest=source,
+                            progress=progress)
+    return {"patches_total": meta.patches_total, "patches_unique": meta.patches_unique, "frames": meta.frames}
+
+
+def run_restore(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int) -> dict:
+    from keras_hpe.restoration.pseudo_labels import restore_dataset
+
+    result = restore_dataset(
+        inputs["seg_synth"] / "seg_synth.keras", inputs["dictionary"] / DICTIONARY, inputs["real"] / DATA,
+        work / RESTORED, method=params["method"], patch=params["patch"], window=params["window"],
+        workers=workers, progress=progress,
+    )
+    return result.summary
+
+
+def run_seg_weak(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config) -> dict:
+    from keras_hpe.data.dataset import read_manifest
+    from keras_hpe.training.seg_weak import train_segmentation_weak
+
+    real_test = inputs["real_test"] / DATA
+    labelled = "labels" in read_manifest(real_test).fields
+    result = train_segmentation_weak(
+        inputs["seg_synth"] / "seg_synth.keras", inputs["synth"] / DATA, inputs["restore"] / RESTORED, work, config,
+        epochs=params["epochs"], batch_size=params["batch_size"], val_dir=real_test if labelled else None,
+        seed=params["seed"], progress=progress,
+    )
+    return {"model": result.model_path.name, "real_test": result.metrics.get("val")}
+
+
+def run_reg(
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config, seg_model: str | None
+) -> dict:
+    from keras_hpe.training.reg import train_regression
+
+    seg_path = None if seg_model is None else inputs[seg_model] / f"{seg_model}.keras"
+    result = train_regression(inputs["real"] / DATA, work, params["variant"], config, seg_path=seg_path,
+                              epochs=params["reg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
+                              progress=progress)
+    return {"models": [path.name for path in result.model_paths]}
+
+
+def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int) -> dict:
+    """Tables 2-4 on the real test split, the success curves' errors and the picture figures."""
+    from keras_hpe.data.dataset import load_frames, read_manifest
+    from keras_hpe.evaluation.restoration import table2_scores, table3_scores
+    from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
+    from keras_hpe.reports.figures import plot_pose_montage, sample_frames
+    from keras_hpe.reports.tables import segmentation_percent
+    from keras_hpe.training.reg import evaluate_regression, load_pipeline
+
+    real_test = inputs["real_test"] / DATA
+    manifest = read_manifest(real_test)
+    seg_synth, seg_weak = inputs["seg_synth"] / "seg_synth.keras", inputs["seg_weak"] / "seg_weak.keras"
+    index_dir = inputs["dictionary"] / DICTIONARY
+    figures_dir = work / FIGURES
+    figures_dir.mkdir()
+    evaluation: dict = {"table2": None, "table3": None, "table4": {}, "not_run": {}, "frames": manifest.count}
+    figures: dict[str, str] = {}
+    counts = {}
+    if "labels" in manifest.fields:
+        table2 = table2_scores(seg_synth, index_dir, real_test, params["table2_methods"], patch=params["patch"],
+                               window=params["window"], workers=workers, progress=progress)
+        table3 = table3_scores(seg_synth, seg_weak, real_test)
+        for name, rows in (("table2", table2), ("table3", table3)):
+            evaluation[name] = {row: segmentation_percent(scores, row) for row, scores in rows.items()}
+            counts.update({f"{name}/{row}": scores.frame_counts for row, scores in rows.items()})
+        figures["fig6"] = plot_per_part_accuracy(
+            {"synthetic only": table3["synthetic_only"], "semi/weakly supervised": table3["semi_weak"]},
+            figures_dir / "fig6_per_part_accuracy.png").name
+        frames = sample_frames(manifest.count, params["fig5_frames"], params["seed"])
+        figures["fig5"] = _segmentation_examples(figures_dir / "fig5_segmentation.png", real_test, frames, seg_synth,
+                                                 seg_weak, index_dir, params).name
+    else:
+        evaluation["not_run"] = {"table2": NYU_NO_LABELS, "table3": NYU_NO_LABELS,
+                                 "fig5": NYU_NO_LABELS, "fig6": NYU_NO_LABELS}
+    errors_mm, pred_full_uvd = {}, None
+    for variant in REG_VARIANTS:
+        name = f"reg_{variant}"
+        pipeline = load_pipeline(inputs[name] / f"{name}.keras")
+        errors, pred_uvd = evaluate_regression(pipeline, real_test, progress=progress)
+        evaluation["table4"][variant] = errors.to_dict()
+        errors_mm[variant] = errors.errors_mm
+        pred_full_uvd = pred_uvd if variant == "full" else pred_full_uvd
+    np.savez(work / ERRORS_FILE, **errors_mm)
+    save_frame_counts(work / COUNTS_FILE, counts)
+    frames = sample_frames(manifest.count, params["fig9_frames"], params["seed"])
+    arrays = load_frames(real_test, frames, ["depth_mm", "center_uvd", "joints_uvd"])
+    figures["fig9"] = plot_pose_montage(
+        figures_dir / "fig9_pose_montage.png", arrays["depth_mm"], pred_full_uvd[frames], arrays["center_uvd"],
+        gt_uvd=arrays["joints_uvd"], frame_ids=frames, cube_mm=manifest.cube_mm, camera=manifest.camera_model,
+    ).name
+    evaluation["figures"] = figures
+    write_text(work / EVALUATION_FILE, json.dumps(json_normal(evaluation), indent=2) + "\n")
+    return {"figures": figures, "not_run": evaluation["not_run"]}
+
+
+def _segmentation_examples(
+    out_png: Path, data_dir: Path, frames: np.ndarray, seg_synth: Path, seg_weak: Path, index_dir: Path, params: dict
+) -> Path:
+    """Fig. 5 for `frames`: the synthetic-only prediction, its restoration (eq. 2) and the fine-tuned prediction."""
+    from keras_hpe.data.dataset import load_frames
+    from keras_hpe.models.segmentation import predict_parts
+    from keras_hpe.reports.figures import plot_segmentation_examples
+    from keras_hpe.restoration.restore import restore_frames
+    from keras_hpe.training.seg import load_segmentation_model
+
+    arrays = load_frames(data_dir, frames, ["depth_mm", "labels", "center_uvd"])
+    depth_mm, center_d_mm = arrays["depth_mm"], arrays["center_uvd"][:, 2]
+    synthetic_only = predict_parts(load_segmentation_model(seg_synth), depth_mm, center_d_mm)[1]
+    fine_tuned = predict_parts(load_segmentation_model(seg_weak), depth_mm, center_d_mm)[1]
+    restored = restore_frames(synthetic_only, index_dir, method="integrate", window=params["window"],
+                              patch=params["patch"])
+    return plot_segmentation_examples(out_png, depth_mm, synthetic_only=synthetic_only, restored=restored,
+                                      fine_tuned=fine_tuned, ground_truth=arrays["labels"])
+
+
+def run_export(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    from keras_hpe.export import export_estimator
+    from keras_hpe.pipeline import load_estimator
+
+    estimator = load_estimator(inputs["reg_full"] / "reg_full.keras", inputs["seg_weak"] / "seg_weak.keras")
+    path = export_estimator(estimator, params["saved_models"])
+    return {"export_path": str(path), "version": int(path.name)}
+
+
+def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
+    """write_report into the reports folder, with the figures copied beside it."""
+    from keras_hpe.data.dataset import read_manifest
+    from keras_hpe.evaluation.segmentation import load_frame_counts
+    from keras_hpe.reports.report import write_report
+    from keras_hpe.reports.tables import TABLE4_METHODS
+    from keras_hpe.restoration.index import DictionaryMeta
+
+    reports_dir = Path(params["reports"])
+    evaluation = json.loads((inputs["evaluate"] / EVALUATION_FILE).read_text())
+    figures = {}
+    for name, file in evaluation["figures"].items():
+        figures[name] = reports_dir / FIGURES / file
+        with atomic_path(figures[name]) as tmp:
+            shutil.copyfile(inputs["evaluate"] / FIGURES / file, tmp)
+    with np.load(inputs["evaluate"] / ERRORS_FILE) as errors_file:
+        errors_mm = {variant: errors_file[variant] for variant in evaluation["table4"]}
+    curves = {TABLE4_METHODS[variant]: _joint_errors(values, errors_mm[variant])
+              for variant, values in evaluation["table4"].items()}
+    # Folders of earlier versions have no per-frame counts: their segmentation verdicts are "not checked".
+    counts_file, stage1_file = inputs["evaluate"] / COUNTS_FILE, inputs["seg_synth"] / SYNTH_TEST_COUNTS_FILE
+    counts = load_frame_counts(counts_file) if counts_file.is_file() else {}
+    table_counts = {table: {name.split("/", 1)[1]: value for name, value in counts.items()
+                            if name.startswith(f"{table}/")} for table in ("table2", "table3")}
+    stages = {name: json.loads((folder / STAGE_FILE).read_text()) for name, folder in inputs.items()}
+    manifests = {name: _manifest_dict(read_manifest(inputs[name] / DATA))
+                 for name in ("synth", "synth_test", "real", "real_test")}
+    manifests["restored real (accepted pseudo labels)"] = _manifest_dict(read_manifest(inputs["restore"] / RESTORED))
+    dictionary = DictionaryMeta.from_dict(json.loads((inputs["dictionary"] / DICTIONARY / "meta.json").read_text()))
+    config = {
+        **{key: params[key] for key in ("plan", "preset", "seed", "real_domain")},
+        "not_run": evaluation["not_run"],
+        "restoration": stages["restore"]["result"],
+        "dictionary": {key: value for key, value in dictionary.to_dict().items() if key != "source_manifest"},
+        "export": stages["export"]["result"],
+    }
+    synth_test = stages["seg_synth"]["result"].get("synth_test")  # fractions, from accuracy_summary
+    stage1 = None if synth_test is None else {
+        "per_pixel": 100.0 * synth_test["per_pixel_accuracy"], "per_class": 100.0 * synth_test["mean_class_accuracy"],
+        "frames": synth_test["frames"]}
+    # The report is read on other machines: paths of this one's folders appear as the options naming them.
+    folders = {"OUT": work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
+    manifests, config = _shown_paths(manifests, folders), _shown_paths(config, folders)
+    readme = write_report(
+        reports_dir,
+        stage1=stage1,
+        table2=evaluation["table2"],
+        table3=evaluation["table3"],
+        table4={variant: values for variant, values in evaluation["table4"].items()},
+        stage1_counts=load_frame_counts(stage1_file)["synth_test"] if stage1_file.is_file() else None,
+        table2_counts=table_counts["table2"],
+        table3_counts=table_counts["table3"],
+        table4_errors_mm=errors_mm,
+        curves=curves,
+        seconds={name: stage["seconds"] for name, stage in stages.items()},
+        manifests=manifests,
+        config=config,
+        figures=figures,
+    )
+    return {"readme": str(readme), "summary": str(reports_dir / "summary.json")}
+
+
+def _joint_errors(values: dict, errors_mm: np.ndarray):
+    """A `JointErrors` back from its `to_dict()` and its per-frame errors."""
+    from keras_hpe.evaluation.joints import JointErrors
+
+    return JointErrors(
+        mean_3d_mm=values["mean_3d_mm"], per_joint_mm=values["per_joint_mm"], mean_2d_px=values["mean_2d_px"],
+        frames=values["frames"], thresholds_mm=np.asarray(values["thresholds_mm"]),
+        curves={mode: np.asarray(curve) for mode, curve in values["curves"].items()}, errors_mm=errors_mm,
+    )
+
+
+def _shown_paths(value, folders: dict[str, Path]):
+    """`value` with every path string inside one of `folders` written as "NAME/relative/path"."""
+    if isinstance(value, dict):
+        return {key: _shown_paths(item, folders) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_shown_paths(item, folders) for item in value]
+    if isinstance(value, str) and os.path.isabs(value):
+        for name, folder in folders.items():
+            folder = os.path.abspath(folder)
+            if os.path.commonpath([os.path.abspath(value), folder]) == folder:
+                return Path(name, os.path.relpath(value, folder)).as_posix()
+    return value
+
+
+def _manifest_dict(manifest) -> dict:
+    return {key: value for key, value in manifest.to_dict().items() if key != "shards"}
+
+
+def json_normal(values: object) -> object:
+    """`values` as read back from JSON (tuples -> lists, numpy scalars -> numbers), for comparing keys."""
+    return json.loads(json.dumps(values, default=lambda value: value.item() if isinstance(value, np.generic)
+                                 else str(value)))
