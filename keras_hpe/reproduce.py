@@ -9,6 +9,7 @@ of earlier stages into its own folder `OUT/<stage>/`:
     restore                                 stage-1 predictions of the real frames, restored and gated
     seg_weak                                stage 2: segmentation fine-tuned on synthetic + restored real
     reg_direct, reg_cascade, reg_semi, reg_full   stage 3: the regression variants (a)-(d)
+    reg_oracle                              (e): regression from the true segmentation, a diagnostic (simulated data)
     evaluate                                Tables 2-4 numbers, success curves, Fig. 5, 6 and 9
     export                                  the full method as a TF Serving SavedModel
     report                                  README.md, tables, figures and summary.json
@@ -348,8 +349,10 @@ def build_stages(
 
     if nyu_root is None:
         real = [
+            # The simulator labels the training split too, for the oracle (e) alone: no stage of the method
+            # reads them (tests/test_reproduce.py checks), and rendering them draws no random numbers.
             Stage("real", (), {**size, "frames": plan.real_frames, "seed": derived_seed(seed, "real"),
-                               "eval_labels": False, "sensor": sensor.to_dict()}, run_sensor),
+                               "eval_labels": True, "sensor": sensor.to_dict()}, run_sensor),
             Stage("real_test", (), {**size, "frames": plan.real_test_frames, "seed": derived_seed(seed, "real_test"),
                                     "eval_labels": True, "sensor": sensor.to_dict()}, run_sensor),
         ]
@@ -364,7 +367,8 @@ def build_stages(
               {"variant": variant, "config": reg, "reg_epochs": plan.reg_epochs, "batch_size": plan.batch_size,
                "seed": derived_seed(seed, f"reg_{variant}")},
               partial(run_reg, config=reg_config, seg_model=seg_model))
-        for variant, seg_model in (("direct", None), ("cascade", None), ("semi", "seg_synth"), ("full", "seg_weak"))
+        for variant, seg_model in (("direct", None), ("cascade", None), ("semi", "seg_synth"), ("full", "seg_weak"),
+                                   *((("oracle", None),) if nyu_root is None else ()))
     ]
     reports_dir = Path(reports_dir).resolve()
     saved_models_dir = Path(saved_models_dir).resolve()

@@ -74,7 +74,7 @@ def test_summary_json_has_exactly_the_agreed_shape(report):
     assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
-    assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}
+    assert set(summary["table4"]) == {"direct", "cascade", "semi", "full", "oracle"}
     assert all(set(row) == SEG_FIELDS for row in [*summary["table2"].values(), *summary["table3"].values()])
     assert all(set(row) == JOINT_FIELDS for row in summary["table4"].values())
     assert summary["table2"]["integrate"] == {**integrate, "hand_iou": 93.5}

@@ -4,15 +4,18 @@ import contextlib
 import io
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from keras_hpe import reproduce as reproduce_module
 from keras_hpe.cli import main as cli_main
+from keras_hpe.data import dataset as dataset_module
 from keras_hpe.errors import UserError
 from keras_hpe.reproduce import STAGE_FILE, Stage, build_stages, derived_seed, get_plan, reproduce, run_stage
 
 STAGES = ("synth", "synth_test", "real", "real_test", "seg_synth", "dictionary", "restore", "seg_weak",
-          "reg_direct", "reg_cascade", "reg_semi", "reg_full", "evaluate", "export", "report")
+          "reg_direct", "reg_cascade", "reg_semi", "reg_full", "reg_oracle", "evaluate", "export", "report")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -25,18 +28,33 @@ def reproduce_command():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The tiny plan run once through the command line."""
+    """The tiny plan run once through the command line; `reads` lists (stage, data set, fields) of every read."""
     root = tmp_path_factory.mktemp("reproduce")
     paths = {"out": root / "run", "reports": root / "reports", "saved": root / "saved" / "keras_hpe"}
     stdout = io.StringIO()
-    with contextlib.redirect_stdout(stdout):
+    reads, current = [], {"stage": None}
+    run_stage, check_fields = reproduce_module.run_stage, dataset_module._check_fields
+
+    def recording_run_stage(stage, *args, **kwargs):
+        current["stage"] = stage.name
+        return run_stage(stage, *args, **kwargs)
+
+    def recording_check_fields(manifest, path, fields):
+        # Every reader (load_arrays, load_frames, make_tf_dataset) names the fields it reads here.
+        checked = check_fields(manifest, path, fields)
+        reads.append((current["stage"], Path(path).parent.name, tuple(checked)))
+        return checked
+
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(stdout):
+        patch.setattr(reproduce_module, "run_stage", recording_run_stage)
+        patch.setattr(dataset_module, "_check_fields", recording_check_fields)
         code = cli_main.main(["reproduce", "--preset", "tiny", "--out", str(paths["out"]), "--reports",
                               str(paths["reports"]), "--saved-models", str(paths["saved"]), "--no-progress"])
-    return code, stdout.getvalue(), paths
+    return code, stdout.getvalue(), paths, reads
 
 
 def test_tiny_plan_writes_report_summary_and_export(tiny_run):
-    code, stdout, paths = tiny_run
+    code, stdout, paths, _ = tiny_run
     assert code == 0
     assert (paths["reports"] / "README.md").is_file()
     readme = (paths["reports"] / "README.md").read_text()  # machine-independent: no absolute run paths
@@ -46,7 +64,7 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
-    assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}
+    assert set(summary["table4"]) == {"direct", "cascade", "semi", "full", "oracle"}
     assert all(row["mean_3d_mm"] > 0 for row in summary["table4"].values())
     assert all(0 <= row["per_pixel"] <= 100 for row in summary["table2"].values())
     assert list(summary["seconds"]) == list(STAGES[:-1])  # every stage before the report itself
@@ -67,7 +85,7 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
 
 
 def test_rerun_skips_everything_then_a_changed_param_reruns_only_downstream(tiny_run):
-    _, _, paths = tiny_run
+    _, _, paths, _ = tiny_run
     options = dict(reports_dir=paths["reports"], saved_models_dir=paths["saved"], progress=False)
 
     def stamps():
@@ -126,7 +144,7 @@ def test_a_changed_upstream_stage_reruns_its_downstream_and_an_interrupted_one_r
 
 
 @pytest.mark.parametrize("change, stages", [
-    ({"reg_epochs": 3}, {"reg_direct", "reg_cascade", "reg_semi", "reg_full", "report"}),
+    ({"reg_epochs": 3}, {"reg_direct", "reg_cascade", "reg_semi", "reg_full", "reg_oracle", "report"}),
     ({"seg_weak_epochs": 3}, {"seg_weak", "report"}),
     ({"restore_workers": 2}, {"report"}),  # workers do not change any artefact
 ])
@@ -166,3 +184,11 @@ def test_bad_inputs_exit_2_with_one_line(case, tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("keras-hpe: error:")
     assert ("absent" if case == "missing_nyu" else "sensor.json") in err
     assert not (tmp_path / "run").exists()
+
+
+def test_only_the_oracle_reads_the_part_labels_of_the_real_training_frames(tiny_run):
+    _, _, _, reads = tiny_run
+    label_readers = {stage for stage, data_set, fields in reads if data_set == "real" and "labels" in fields}
+    assert label_readers == {"reg_oracle"}
+    # The method does read that data set, depth and joints only.
+    assert {"restore", "reg_direct", "reg_full"} <= {stage for stage, data_set, _ in reads if data_set == "real"}

@@ -285,3 +285,25 @@ def test_bad_inputs(sensor_dir, seg_model, tmp_path):
     build_direct_regression(RegressionConfig(input_size=48)).save(model48)
     with pytest.raises(UserError, match="48x48"):
         predict_joints_xyz(RegressionPipeline("direct", model48), sensor_dir)
+
+
+def test_the_oracle_regresses_from_the_true_labels_of_labelled_data_only(sensor_dir, sensor_eval_dir, seg_model,
+                                                                         tmp_path):
+    with pytest.raises(UserError, match="no part labels: the oracle"):
+        train_regression(sensor_dir, tmp_path / "unlabelled", "oracle", TINY, progress=False)
+    with pytest.raises(UserError, match="do not give a segmentation model"):
+        train_regression(sensor_eval_dir, tmp_path / "seg", "oracle", TINY, seg_path=seg_model, progress=False)
+    assert not (tmp_path / "unlabelled").exists() and not (tmp_path / "seg").exists()
+    result = train_regression(sensor_eval_dir, tmp_path / "oracle", "oracle", TINY, progress=False)
+    pipeline = load_pipeline(result.model_paths[0])
+    assert (pipeline.variant, pipeline.seg_path) == ("oracle", None)
+    joints = predict_joints_xyz(pipeline, sensor_eval_dir)
+    # Its masks are the true labels of the frames it predicts.
+    true_labels = load_arrays(sensor_eval_dir, ["labels"])["labels"]
+    data = regression_dataset(sensor_eval_dir, 16, size=32, segmentation=true_labels)
+    model = keras.saving.load_model(result.model_paths[0])
+    center_xyz = uvd_to_xyz(load_arrays(sensor_eval_dir, ["center_uvd"])["center_uvd"])
+    expected = crop_to_joints(np.clip(model.predict(data.map(lambda x, y: x), verbose=0), -2, 2), center_xyz, 300.0)
+    np.testing.assert_allclose(joints, expected, atol=1e-3)
+    with pytest.raises(UserError, match="no part labels: the oracle"):
+        predict_joints_xyz(pipeline, sensor_dir)

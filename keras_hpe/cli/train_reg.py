@@ -11,7 +11,8 @@ from keras_hpe.errors import UserError
 VARIANT_HELP = (
     "direct: joints from depth alone (a); cascade: direct, then a second direct network on a tighter crop "
     "around the first estimate (b); semi: depth + segmentation by the stage-1 (synthetic-only) model (c); "
-    "full: depth + segmentation by the stage-2 (weakly-supervised) model (d)"
+    "full: depth + segmentation by the stage-2 (weakly-supervised) model (d); oracle: depth + the data set's "
+    "own part labels, a diagnostic bound that is not part of the method (e; needs labelled data, --eval-labels)"
 )
 
 
@@ -19,22 +20,22 @@ def add_reg_parser(train_subparsers: argparse._SubParsersAction) -> None:
     """Register `reg` in the sub-commands of `keras-hpe train`."""
     parser = train_subparsers.add_parser(
         "reg",
-        help="stage 3: train the joint regression network (variants a-d of Table 4)",
+        help="stage 3: train the joint regression network (variants a-d of Table 4, oracle e)",
         description=(
             "Train the regression network on a depth + joints data set (the sensor domain's training split; "
-            "part labels are never read). Writes OUT/reg_<variant>.keras (the cascade also "
+            "part labels are read by the oracle alone). Writes OUT/reg_<variant>.keras (the cascade also "
             "OUT/reg_cascade_refine.keras) and OUT/reg_<variant>.json; an interrupted run resumes when "
             "re-run with the same arguments, and ends as an uninterrupted run would (other arguments are "
             "refused). Semi and full segment the training data once with --seg and cache "
             "the label maps in OUT/seg_cache."
         ),
     )
-    parser.add_argument("--variant", metavar="{direct,cascade,semi,full}", required=True, help=VARIANT_HELP)
+    parser.add_argument("--variant", metavar="{direct,cascade,semi,full,oracle}", required=True, help=VARIANT_HELP)
     parser.add_argument("--data", type=Path, required=True, help="training data set folder (depth + joints)")
     parser.add_argument(
         "--seg", type=Path, default=None,
         help="segmentation model (.keras) for semi (seg_synth.keras) and full (seg_weak.keras); "
-        "refused for direct and cascade",
+        "refused for direct, cascade and oracle",
     )
     parser.add_argument(
         "--val", type=Path, default=None,
@@ -42,7 +43,8 @@ def add_reg_parser(train_subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--shared", action="store_true",
-        help="semi/full: one regression head shared by all joints instead of one per joint (default: separate)",
+        help="semi/full/oracle: one regression head shared by all joints instead of one per joint "
+        "(default: separate)",
     )
     # Imported here: cli/train.py imports this module to register `reg`.
     from keras_hpe.cli.train import add_common_options

@@ -1,15 +1,20 @@
 """Stage 3: training and evaluating the joint regression network (paper section 3 step 3, section 5.2).
 
 The regression network learns on the sensor domain's training split: depth
-crops and joints only (part labels are never read here). Four variants, the
-rows of the paper's Table 4:
+crops and joints only (part labels are read by the oracle (e) alone). The
+variants, the rows of the paper's Table 4 and our oracle:
 
 - "direct" (a): joints from depth alone (`build_direct_regression`);
 - "cascade" (b): direct, then a second direct network on a tighter cube
   (`cascade_cube_fraction` x the data's cube) centred on the first estimate's
   mean joint;
 - "semi" (c): depth + the segmentation of the stage-1 (synthetic-only) network;
-- "full" (d): depth + the segmentation of the stage-2 (weakly-supervised) network.
+- "full" (d): depth + the segmentation of the stage-2 (weakly-supervised) network;
+- "oracle" (e), a diagnostic that is not part of the method: depth + the
+  ground-truth part labels of the data set itself, at training and test time.
+  Only the simulator can label real frames, so it runs on the sensor domain
+  alone (the `labels` of both splits); it bounds what a perfect segmentation
+  could add to the regression.
 
 For (c) and (d) the training data are segmented once with the given model;
 the label maps (uint8) are cached in `OUT/seg_cache/`, keyed by the hashes
@@ -83,8 +88,10 @@ from keras_hpe.training.fit import (
 from keras_hpe.training.inputs import augment_batch, batch_seeds, check_crop_size, stream_seed
 from keras_hpe.training.seg import load_segmentation_model
 
-VARIANTS = ("direct", "cascade", "semi", "full")
-SEG_VARIANTS = ("semi", "full")
+VARIANTS = ("direct", "cascade", "semi", "full", "oracle")
+SEG_VARIANTS = ("semi", "full")  # segmented by a segmentation model
+MASK_VARIANTS = (*SEG_VARIANTS, "oracle")  # the part-mask network; the oracle's masks are the true labels
+ORACLE = "oracle"
 HEADS = ("separate", "shared")
 TRAIN_FIELDS = ["depth_mm", "joints_xyz", "center_uvd"]
 REFINE_SUFFIX = "_refine"
@@ -106,7 +113,8 @@ class RegressionPipeline:
     """Everything needed to predict joints with a trained variant.
 
     `refine_path` and `refine_cube_mm` are the cascade's second step;
-    `seg_path` the segmentation model of "semi" / "full".
+    `seg_path` the segmentation model of "semi" / "full"; the oracle reads
+    the part labels of the data it predicts.
     """
 
     variant: str
@@ -359,17 +367,20 @@ def train_regression(
     if variant in SEG_VARIANTS and seg_path is None:
         raise UserError(f"variant {variant!r} needs a segmentation model (--seg)")
     if variant not in SEG_VARIANTS and seg_path is not None:
-        raise UserError(f"variant {variant!r} regresses from depth alone; do not give a segmentation model (--seg)")
+        uses = "the data set's own part labels" if variant == ORACLE else "depth alone"
+        raise UserError(f"variant {variant!r} regresses from {uses}; do not give a segmentation model (--seg)")
     if head not in HEADS:
         raise UserError(f"regression head must be one of {', '.join(HEADS)}, got {head!r}")
-    if head != "separate" and variant not in SEG_VARIANTS:
-        raise UserError(f"a shared head applies to the semi and full variants only, not {variant!r}")
+    if head != "separate" and variant not in MASK_VARIANTS:
+        raise UserError(f"a shared head applies to the semi, full and oracle variants only, not {variant!r}")
     config = with_run_length(config, epochs, batch_size)
     check_seed(seed)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
     for step_data in (data_dir, val_dir) if val_dir is not None else (data_dir,):
         _check_regression_data(step_data, manifest.size)
+        if variant == ORACLE:
+            _check_oracle_data(step_data)
     config = replace(config, model=replace(config.model, input_size=manifest.size))
     cube_mm = float(manifest.cube_mm)
     if seg_path is not None:
@@ -388,6 +399,8 @@ def train_regression(
 
     with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
         labels = {"train": None, "val": None}
+        if variant == ORACLE:
+            labels = {"train": _true_labels(data_dir), "val": _true_labels(val_dir) if val_dir is not None else None}
         if seg_path is not None:
             cache = out_dir / SEG_CACHE_DIR
             labels["train"] = cached_segmentation(seg_path, data_dir, cache, config.batch_size, progress)
@@ -423,7 +436,7 @@ def train_regression(
             return history, seconds
 
         seed_new_model(seed)
-        model = build_regression(config.model, head) if variant in SEG_VARIANTS else build_direct_regression(config.model)
+        model = build_regression(config.model, head) if variant in MASK_VARIANTS else build_direct_regression(config.model)
         # A cascade interrupted in its second step finds its first step's checkpoint complete: it only
         # re-estimates the batch-norm statistics, as the uninterrupted run did.
         history, seconds = {}, {}
@@ -452,7 +465,7 @@ def train_regression(
 
         metrics = {
             "variant": variant,
-            "head": head if variant in SEG_VARIANTS else None,
+            "head": head if variant in MASK_VARIANTS else None,
             "models": [path.name for path in model_paths],
             "seg_model": str(seg_path) if seg_path is not None else None,
             "seg_sha256": identity["seg_model"],
@@ -544,6 +557,9 @@ def predict_joints_xyz(
     labels = None
     if pipeline.seg_path is not None:
         labels = segment_data_set(load_segmentation_model(pipeline.seg_path), data_dir, batch_size, progress)
+    elif pipeline.variant == ORACLE:
+        _check_oracle_data(data_dir)
+        labels = _true_labels(data_dir)
     center_xyz = uvd_to_xyz(load_arrays(data_dir, ["center_uvd"])["center_uvd"], camera)
     data = regression_dataset(data_dir, batch_size, size=size, segmentation=labels)
     joints_xyz = crop_to_joints(_predict(model, data, progress), center_xyz, cube_mm)
@@ -629,6 +645,21 @@ def _check_regression_data(data_dir: str | Path, size: int) -> None:
     if missing:
         raise UserError(f"data set {data_dir} ({manifest.domain}) has no field(s) {', '.join(missing)}; "
                         "the regression needs depth, joints and crop centres")
+
+
+def _check_oracle_data(data_dir: str | Path) -> None:
+    """UserError unless `data_dir` has the part labels the oracle reads (the simulator's, or a labelled split)."""
+    manifest = read_manifest(data_dir)
+    if "labels" not in manifest.fields:
+        raise UserError(
+            f"data set {data_dir} ({manifest.domain}) has no part labels: the oracle (e) regresses from the true "
+            "segmentation, which only the simulated real domain can give (render it with --eval-labels)"
+        )
+
+
+def _true_labels(data_dir: str | Path) -> np.ndarray:
+    """The ground-truth part labels (N, S, S) of a data set: the oracle's segmentation, never the method's."""
+    return load_arrays(data_dir, ["labels"])["labels"]
 
 
 def _check_per_frame(array: np.ndarray, shape: tuple[int, ...], name: str) -> np.ndarray:
