@@ -50,20 +50,27 @@ def test_quality_is_zero_at_the_barycenters_and_grows_with_offset():
     joints = _true_barycenters(labels, depth)
     assert barycenter_quality(labels, depth, CENTER_UVD, joints) == pytest.approx(0.0, abs=1e-6)
     moved = joints.copy()
-    moved[0] += [3.0, 4.0, 0.0]  # 5 mm off on the pinky tip
-    assert barycenter_quality(labels, depth, CENTER_UVD, moved) == pytest.approx(5.0, abs=1e-6)
+    moved[0] += [3.0, 4.0, 0.0]  # 5 mm off on the pinky tip: the mean over the 14 joints
+    assert barycenter_quality(labels, depth, CENTER_UVD, moved) == pytest.approx(5.0 / 14, abs=1e-6)
 
 
-def test_missing_part_costs_the_distance_from_the_hand_centre():
+def test_a_joint_whose_part_is_absent_does_not_count():
     labels, depth = _frame()
     joints = _true_barycenters(labels, depth)
     lost = labels.copy()
     lost[lost == 20] = 19  # the pinky tip's part (20) disappears; 19 moves pinky mid's barycenter
-    centre_xyz = np.array([(300 - 320) * 600 / NYU_CAMERA.fx, (240 - 250) * 600 / NYU_CAMERA.fy, 600.0])
-    mid_parts = np.isin(lost, JOINT_PARTS[1])
-    mid = _pixel_xyz(depth)[mid_parts].mean(axis=0)
-    expected = np.linalg.norm(centre_xyz - joints[0]) + np.linalg.norm(mid - joints[1])
+    mid = _pixel_xyz(depth)[np.isin(lost, JOINT_PARTS[1])].mean(axis=0)
+    expected = np.linalg.norm(mid - joints[1]) / 13  # the 13 joints the map shows
     assert barycenter_quality(lost, depth, CENTER_UVD, joints) == pytest.approx(expected, rel=1e-9)
+    # A pinky tip far from its joint costs more than no pinky tip: removing it is an improvement.
+    far = joints.copy()
+    far[0] += [30.0, 40.0, 0.0]
+    gate = gate_restorations(labels[None], lost[None], depth[None], CENTER_UVD[None], far[None])
+    assert gate.raw_quality_mm[0] == pytest.approx(50.0 / 14) and gate.accepted[0]
+    # A map that shows no part at all is the worst there is.
+    nothing = np.zeros_like(labels)
+    assert barycenter_quality(nothing, depth, CENTER_UVD, joints) == np.inf
+    assert not gate_restorations(labels[None], nothing[None], depth[None], CENTER_UVD[None], far[None]).accepted[0]
 
 
 def test_pixels_without_depth_are_ignored():

@@ -234,8 +234,8 @@ def _assemble(out_dir: Path, work_dir: Path, job: dict, manifest, chunks: int, s
         "rejected": int((~accepted).sum()),
         "rejection_rate": float(1.0 - accepted.mean()),
         "paper_rejection_rate": "5-10%",
-        "mean_raw_quality_mm": float(verdicts["raw_quality_mm"].mean()),
-        "mean_restored_quality_mm": float(verdicts["restored_quality_mm"].mean()),
+        # Over the maps that show a part (a map without any has quality infinity).
+        **{f"mean_{kind}_quality_mm": _finite_mean(verdicts[f"{kind}_quality_mm"]) for kind in ("raw", "restored")},
         "seconds_this_run": round(seconds, 1),
         "job": job,
     }
@@ -257,6 +257,11 @@ def _assemble(out_dir: Path, work_dir: Path, job: dict, manifest, chunks: int, s
             writer.finish()
     shutil.rmtree(work_dir)
     return RestoreResult(out_dir, out_dir / QUALITY_NAME, out_dir / SUMMARY_NAME, summary)
+
+
+def _finite_mean(values: np.ndarray) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
 
 
 def _write_quality_csv(path: Path, verdicts: dict[str, np.ndarray]) -> None:
