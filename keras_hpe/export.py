@@ -9,7 +9,8 @@
       assets.extra/keras_hpe.json   metadata for clients; TF Serving ignores the folder
 
 Every file holds the whole estimator graph (depth normalisation, LCN,
-segmentation, part labels, regression, camera) with named inputs `depth_mm`
+segmentation, part labels, regression, camera; a cascade's two regression
+steps and the second crop between them) with named inputs `depth_mm`
 (B, S, S) float32 crops in mm and `center_uvd` (B, 3) float32 crop centres,
 and named outputs `joints_xyz` (B, 14, 3) mm, `joints_uvd` (B, 14, 3) and,
 with a segmentation network, `parts` (B, S, S) uint8; the batch is dynamic in
@@ -187,6 +188,7 @@ def _metadata(estimator: HandPoseEstimator, formats: tuple[str, ...]) -> dict:
         "camera": asdict(info.camera),
         "segmentation_model": info.segmentation_model,
         "regression_model": info.regression_model,
+        "cascade": info.cascade,
         "joint_names": list(JOINT_NAMES),
         "skeleton_edges": [list(edge) for edge in SKELETON_EDGES],
         "part_names": list(PART_NAMES),
@@ -200,9 +202,8 @@ def _write_saved_model(estimator: HandPoseEstimator, path: Path) -> None:
     import keras
 
     archive = keras.export.ExportArchive()
-    for model in (estimator.segmentation, estimator.regression):
-        if model is not None:
-            archive.track(model)
+    for model in estimator.networks:
+        archive.track(model)
     archive.add_endpoint(SIGNATURE, estimator.serve)
     archive.write_out(str(path), verbose=False)
 
@@ -265,18 +266,23 @@ def _litert_int8_model(
 def _float_tensors(float_model: bytes, estimator: HandPoseEstimator) -> list[str]:
     """Names of the tensors of the LiteRT float32 model that int8 leaves in float32.
 
-    Those the two networks do not compute, and those of the regression's
-    output layer (14 small per-joint einsums): quantised, it moved the joints
-    of a trained model by 76 mm on average (mean 3D error 84.6 mm, not 42.9);
-    kept in float32, the int8 joints are 5.6 mm from the float32 ones on average.
+    Those the networks do not compute (a cascade's second crop among them),
+    and those of each regression network's output layer (14 small per-joint
+    einsums): quantised, it moved the joints of a trained model by 76 mm on
+    average (mean 3D error 84.6 mm, not 42.9); kept in float32, the int8
+    joints are 5.6 mm from the float32 ones on average.
     """
     from ai_edge_litert.interpreter import Interpreter
 
-    networks = "|".join(re.escape(m.name) for m in (estimator.segmentation, estimator.regression) if m is not None)
-    output_layer = [layer for layer in estimator.regression.layers if layer.weights][-1].name
+    networks = "|".join(re.escape(m.name) for m in estimator.networks)
+    output_layers = "|".join(
+        # The last layer with weights: the one that outputs the joints.
+        re.escape(m.name) + r"(?:_\d+)?/" + re.escape([layer for layer in m.layers if layer.weights][-1].name)
+        for m in (estimator.regression, estimator.refine) if m is not None
+    )
     # A network's ops are named "<model>[_<call count>]/<layer>[_<call count>]/...", fused ops by their first op.
     inside = re.compile(rf"^(?:{networks})(?:_\d+)?/")
-    output = re.compile(rf"^{re.escape(estimator.regression.name)}(?:_\d+)?/{re.escape(output_layer)}(?:_\d+)?/")
+    output = re.compile(rf"^(?:{output_layers})(?:_\d+)?/")
     tensors = Interpreter(model_content=float_model).get_tensor_details()
     return [t["name"] for t in tensors if not inside.match(t["name"]) or output.match(t["name"])]
 

@@ -15,10 +15,17 @@ the evaluation and the inference benchmark share:
 Everything after the raw crop is inside the graph, so a client (or TF
 Serving) sends depth in mm and the centre, nothing else. A direct-regression
 model (baseline (a)) runs without a segmentation network and returns no parts.
+The cascade (baseline (b)) is a direct model followed by a second one, as
+`training.reg` trains it:
+
+      -> coarse_xyz = the first estimate's mean joint (mm)
+      -> crop.recrop_depth   the tighter cube of refine_cube_mm around it, re-sampled from the crop
+      -> refine net          joints in its half-cube units relative to coarse_xyz -> joints_xyz (mm)
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,8 +33,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_hpe.data.camera import NYU_CAMERA, Camera
-from keras_hpe.data.crop import CUBE_MM, MAX_CROP_UNITS, crop_to_joints, normalize_depth
+from keras_hpe.data.camera import NYU_CAMERA, Camera, uvd_to_xyz_tf, xyz_to_uvd_tf
+from keras_hpe.data.crop import CUBE_MM, MAX_CROP_UNITS, crop_to_joints, normalize_depth, recrop_depth
 from keras_hpe.data.skeleton import NUM_JOINTS
 from keras_hpe.errors import UserError
 from keras_hpe.models.regression import part_channels
@@ -38,7 +45,10 @@ OUTPUTS = ("joints_xyz", "joints_uvd", "parts")
 
 @dataclass(frozen=True)
 class EstimatorInfo:
-    """What a client needs to know to call an estimator (also written beside an export)."""
+    """What a client needs to know to call an estimator (also written beside an export).
+
+    `refine_model` and `refine_cube_mm` are a cascade's second step (None otherwise).
+    """
 
     size: int
     cube_mm: float
@@ -46,10 +56,19 @@ class EstimatorInfo:
     uses_segmentation: bool
     segmentation_model: str | None
     regression_model: str
+    refine_model: str | None = None
+    refine_cube_mm: float | None = None
 
     @property
     def outputs(self) -> tuple[str, ...]:
         return OUTPUTS if self.uses_segmentation else OUTPUTS[:2]
+
+    @property
+    def cascade(self) -> dict | None:
+        """The cascade's second step, {"refine_model", "refine_cube_mm"}, or None for one regression step."""
+        if self.refine_model is None:
+            return None
+        return {"refine_model": self.refine_model, "refine_cube_mm": self.refine_cube_mm}
 
 
 class HandPoseEstimator(tf.Module):
@@ -68,6 +87,10 @@ class HandPoseEstimator(tf.Module):
         segmentation: `build_segmentation_model` model, or None for a direct model.
         cube_mm: side of the crop cube the models were trained with.
         camera: intrinsics of the sensor (default NYU Kinect 1).
+        refine: the cascade's second `build_direct_regression` model (after a
+            direct `regression`), or None.
+        refine_cube_mm: side of the cube `refine` was trained with, around the
+            first estimate's mean joint; given with `refine` only.
     """
 
     def __init__(
@@ -76,6 +99,9 @@ class HandPoseEstimator(tf.Module):
         segmentation: keras.Model | None = None,
         cube_mm: float = CUBE_MM,
         camera: Camera = NYU_CAMERA,
+        *,
+        refine: keras.Model | None = None,
+        refine_cube_mm: float | None = None,
     ):
         super().__init__(name="hand_pose_estimator")
         if not cube_mm > 0:
@@ -97,13 +123,14 @@ class HandPoseEstimator(tf.Module):
                 f"segmentation model crop size {model_crop_size(segmentation)} differs from the "
                 f"regression model's {size}"
             )
-        if tuple(regression.outputs[0].shape[1:]) != (NUM_JOINTS, 3):
-            raise UserError(
-                f"regression model {regression.name!r} must output (B, {NUM_JOINTS}, 3) joints, "
-                f"got {tuple(regression.outputs[0].shape)}"
-            )
+        _check_joints_output(regression)
+        if (refine is None) != (refine_cube_mm is None):
+            raise UserError("a cascade needs both its second model (refine) and its cube (refine_cube_mm)")
+        if refine is not None:
+            _check_refine(refine, refine_cube_mm, regression, size)
         self.regression = regression
         self.segmentation = segmentation
+        self.refine = refine
         self.info = EstimatorInfo(
             size=size,
             cube_mm=float(cube_mm),
@@ -111,6 +138,8 @@ class HandPoseEstimator(tf.Module):
             uses_segmentation=segmentation is not None,
             segmentation_model=None if segmentation is None else segmentation.name,
             regression_model=regression.name,
+            refine_model=None if refine is None else refine.name,
+            refine_cube_mm=None if refine is None else float(refine_cube_mm),
         )
         # The batch is left open: one graph serves batch 1 and batched calls alike.
         self.serve = tf.function(
@@ -125,6 +154,11 @@ class HandPoseEstimator(tf.Module):
     def size(self) -> int:
         """Crop side S the models take."""
         return self.info.size
+
+    @property
+    def networks(self) -> list[keras.Model]:
+        """The Keras networks of the graph, in the order it calls them."""
+        return [m for m in (self.segmentation, self.regression, self.refine) if m is not None]
 
     def __call__(self, depth_mm, center_uvd) -> dict[str, tf.Tensor]:
         """One graph call on a batch (any array-like); returns the output tensors by name."""
@@ -162,25 +196,47 @@ class HandPoseEstimator(tf.Module):
             joints = self.regression({"depth": depth, "segmentation": part_channels(parts)}, training=False)
             outputs["parts"] = tf.cast(parts, tf.uint8)
         camera = self.info.camera
-        joints = tf.clip_by_value(tf.cast(joints, tf.float32), -MAX_CROP_UNITS, MAX_CROP_UNITS)
-        joints_xyz = crop_to_joints(joints, uvd_to_xyz_tf(center_uvd, camera), cube_mm)
+        joints_xyz = crop_to_joints(_clipped(joints), uvd_to_xyz_tf(center_uvd, camera), cube_mm)
+        if self.refine is not None:
+            # The second step, as training.reg trains and evaluates it: a tighter cube around the mean joint.
+            refine_cube_mm = self.info.refine_cube_mm
+            coarse_xyz = tf.reduce_mean(joints_xyz, axis=1)
+            refined_mm, refined_uvd = recrop_depth(depth_mm, center_uvd, coarse_xyz, cube_mm, refine_cube_mm, camera)
+            refined = normalize_depth(refined_mm[..., None], refined_uvd[:, 2], refine_cube_mm)
+            joints_xyz = crop_to_joints(_clipped(self.refine(refined, training=False)), coarse_xyz, refine_cube_mm)
         outputs["joints_xyz"] = joints_xyz
         outputs["joints_uvd"] = xyz_to_uvd_tf(joints_xyz, camera)
         return outputs
 
 
-def uvd_to_xyz_tf(uvd: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
-    """`camera.uvd_to_xyz` in TF ops (float32), for graphs."""
-    # Slices, not tf.unstack: LiteRT renames a multi-output op's tensors, and the
-    # int8 export keeps the camera in float32 by tensor name (export._float_tensors).
-    u, v, d = uvd[..., 0], uvd[..., 1], uvd[..., 2]
-    return tf.stack([(u - camera.cx) * d / camera.fx, (camera.cy - v) * d / camera.fy, d], axis=-1)
+def _clipped(joints: tf.Tensor) -> tf.Tensor:
+    """A network's joints (half-cube units) in float32, clipped to `MAX_CROP_UNITS` as in training.reg."""
+    return tf.clip_by_value(tf.cast(joints, tf.float32), -MAX_CROP_UNITS, MAX_CROP_UNITS)
 
 
-def xyz_to_uvd_tf(xyz: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
-    """`camera.xyz_to_uvd` in TF ops (float32), for graphs."""
-    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
-    return tf.stack([camera.cx + x * camera.fx / z, camera.cy - y * camera.fy / z, z], axis=-1)
+def _check_joints_output(regression: keras.Model) -> None:
+    if tuple(regression.outputs[0].shape[1:]) != (NUM_JOINTS, 3):
+        raise UserError(
+            f"regression model {regression.name!r} must output (B, {NUM_JOINTS}, 3) joints, "
+            f"got {tuple(regression.outputs[0].shape)}"
+        )
+
+
+def _check_refine(refine: keras.Model, refine_cube_mm: float, regression: keras.Model, size: int) -> None:
+    """UserError unless `refine` can follow `regression` as a cascade's second step."""
+    if len(regression.inputs) != 1 or len(refine.inputs) != 1:
+        raise UserError(
+            f"a cascade is two direct-regression models (depth only); got {regression.name!r} with "
+            f"{len(regression.inputs)} input(s), then {refine.name!r} with {len(refine.inputs)}"
+        )
+    if int(refine.inputs[0].shape[1]) != size:
+        raise UserError(
+            f"the cascade's second model {refine.name!r} takes {int(refine.inputs[0].shape[1])}x"
+            f"{int(refine.inputs[0].shape[1])} crops, the first {size}x{size}"
+        )
+    _check_joints_output(refine)
+    if not (math.isfinite(refine_cube_mm) and refine_cube_mm > 0):
+        raise UserError(f"refine_cube_mm must be a number > 0 (mm), got {refine_cube_mm}")
 
 
 def load_estimator(
@@ -192,16 +248,16 @@ def load_estimator(
     """Load a trained variant's `.keras` models into an estimator.
 
     The segmentation model defaults to the one named in the `.json` that
-    training writes beside the regression model (`training.reg.load_pipeline`).
+    training writes beside the regression model (`training.reg.load_pipeline`);
+    that JSON also names a cascade's second model and its cube.
     """
     from keras_hpe.models.loading import load_model
     from keras_hpe.training.reg import load_pipeline
 
     variant = load_pipeline(regression_path, segmentation_path)
-    if variant.refine_path is not None:
-        raise UserError(
-            f"{regression_path} is a {variant.variant} model (two regression steps), which the estimator "
-            "does not run; use a direct, semi or full model"
-        )
     segmentation = None if variant.seg_path is None else load_model(variant.seg_path, "segmentation")
-    return HandPoseEstimator(load_model(variant.model_path, "regression"), segmentation, cube_mm, camera)
+    refine = None if variant.refine_path is None else load_model(variant.refine_path, "regression")
+    return HandPoseEstimator(
+        load_model(variant.model_path, "regression"), segmentation, cube_mm, camera,
+        refine=refine, refine_cube_mm=variant.refine_cube_mm,
+    )

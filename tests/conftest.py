@@ -16,6 +16,16 @@ def visible_lines(text: str) -> list[str]:
     return [line for line in lines if line]
 
 
+def tiny_reg_config():
+    """Regression training settings of the tests: 32 x 32 networks of a few thousand weights, batches of 16, 1 epoch."""
+    from keras_hpe.models.regression import RegressionConfig
+    from keras_hpe.presets import RegTrainingConfig
+
+    model = RegressionConfig(input_size=TINY_SIZE, c1_filters=4, inception_reduce=2, inception_filters=2,
+                             conv_filters=4, fc_units=8, direct_width=1)
+    return RegTrainingConfig(model=model, batch_size=16, epochs=1)
+
+
 def assert_one_line_error(stderr: str, needle: str = "") -> str:
     """`stderr` shows exactly one line, the CLI's error, containing `needle`; returns it."""
     lines = visible_lines(stderr)
@@ -78,3 +88,12 @@ def dictionary_dir(synth_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("dictionary") / "dict"
     build_dictionary(load_arrays(synth_dir, ["labels"])["labels"], out, n_trees=4, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def cascade_path(sensor_dir, tmp_path_factory):
+    """The reg_cascade.keras of a tiny cascade (variant (b)) trained one epoch on `sensor_dir`, its JSON beside it."""
+    from keras_hpe.training.reg import train_regression
+
+    out = tmp_path_factory.mktemp("reg") / "cascade"
+    return train_regression(sensor_dir, out, "cascade", tiny_reg_config(), progress=False).model_paths[0]

@@ -34,11 +34,11 @@ def setup(tmp_path_factory):
     return root, [*pngs, npy]
 
 
-def _run(root, *argv):
+def _run(root, *argv, models=None):
     parser = argparse.ArgumentParser()
     predict_cli.add_parser(parser.add_subparsers())
-    models = ["--seg", str(root / "seg.keras"), "--reg", str(root / "reg.keras")]
-    args = parser.parse_args(["predict", *models, *map(str, argv)])
+    models = models if models is not None else ["--seg", root / "seg.keras", "--reg", root / "reg.keras"]
+    args = parser.parse_args(["predict", *map(str, models), *map(str, argv)])
     return args.func(args)
 
 
@@ -81,6 +81,34 @@ def test_given_centres_are_used(setup, tmp_path):
     crop = crop_depth(read_depth_png(png), centre, SIZE)
     expected = estimator.predict(crop[None], centre[None].astype(np.float32))["joints_xyz"][0]
     np.testing.assert_allclose(frame["joints_xyz_mm"], expected, atol=1e-2)
+
+
+def test_predict_with_a_cascade(setup, cascade_path, seg_model_path, tmp_path, capsys):
+    from conftest import assert_one_line_error
+
+    from keras_hpe.cli.main import main
+
+    root, inputs = setup
+    out = tmp_path / "out"
+    assert _run(root, *inputs[:2], "--out", out, models=["--reg", cascade_path]) == 0
+    result = json.loads((out / "joints.json").read_text())
+    assert result["cascade"] == {"refine_model": "regression_direct", "refine_cube_mm": 180.0}
+    assert result["segmentation_model"] is None
+    estimator = load_estimator(cascade_path)
+    for frame, path in zip(result["frames"], inputs):
+        centre = np.asarray(frame["center_uvd"], dtype=np.float32)
+        crop = crop_depth(read_depth_png(path), centre, SIZE)
+        expected = estimator.predict(crop[None], centre[None])
+        np.testing.assert_allclose(frame["joints_xyz_mm"], expected["joints_xyz"][0], atol=1e-2)
+        np.testing.assert_allclose(frame["joints_uvd"], expected["joints_uvd"][0], atol=1e-2)
+        assert (out / frame["overlay"]).stat().st_size > 1000
+    assert len(pd.read_csv(out / "joints.csv")) == 2 * 14
+
+    capsys.readouterr()
+    argv = ["predict", "--reg", cascade_path, "--seg", seg_model_path, "--out", tmp_path / "refused", inputs[0]]
+    assert main([str(a) for a in argv]) == 2
+    assert_one_line_error(capsys.readouterr().err, "(cascade) takes no segmentation; do not give --seg")
+    assert not (tmp_path / "refused").exists()
 
 
 def _npz_bytes() -> bytes:

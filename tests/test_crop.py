@@ -15,6 +15,7 @@ from keras_hpe.data.crop import (
     joints_to_crop,
     local_contrast_normalize,
     normalize_depth,
+    recrop_depth,
     uvd_to_crop,
 )
 from keras_hpe.errors import UserError
@@ -90,6 +91,35 @@ def test_clip_to_cube_keeps_only_the_depth_range():
     clipped = clip_to_cube(depth, np.array([500.0, 700.0]))
     np.testing.assert_array_equal(clipped[0], [[0.0, 0.0, 350.0, 500.0, 650.0, 0.0]])
     np.testing.assert_array_equal(clipped[1], [[0.0, 0.0, 0.0, 0.0, 650.0, 651.0]])
+
+
+def _stored_crops(rng, n=3):
+    """Crops of depth 500-700 mm (a tenth of it missing) and their centres at 600 mm."""
+    depth = rng.uniform(500, 700, (n, SIZE, SIZE)) * (rng.uniform(size=(n, SIZE, SIZE)) > 0.1)
+    center = np.stack([rng.uniform(250, 390, n), rng.uniform(180, 300, n), np.full(n, 600.0)], -1)
+    return depth.astype(np.float32), center.astype(np.float32)
+
+
+def test_recrop_to_a_shifted_cube_shifts_the_crop():
+    depth, center = _stored_crops(np.random.default_rng(0))
+    # The same cube moved 5 crop pixels right and 3 up: new pixel (i, j) is stored pixel (i - 3, j + 5).
+    half_u, half_v = (crop_window(center)[:, 2:] - center[:, :2]).T
+    shifted = center + np.stack([5 * 2 * half_u / SIZE, -3 * 2 * half_v / SIZE, np.zeros(3)], -1)
+    moved, moved_center = recrop_depth(depth, center, uvd_to_xyz(shifted), CUBE_MM, CUBE_MM)
+    np.testing.assert_allclose(moved_center.numpy(), shifted, rtol=1e-5)
+    moved = moved.numpy()
+    np.testing.assert_array_equal(moved[:, 3:, : SIZE - 5], depth[:, : SIZE - 3, 5:])
+    assert np.all(moved[:, :3] == 0) and np.all(moved[:, :, SIZE - 5 :] == 0)  # outside the stored crop
+
+
+def test_recrop_to_half_the_cube_magnifies_twice_and_clips_the_depth():
+    depth, center = _stored_crops(np.random.default_rng(1))
+    half, _ = recrop_depth(depth, center, uvd_to_xyz(center), CUBE_MM, CUBE_MM / 2)
+    # Each stored pixel of the middle half becomes 2 x 2 new pixels; depth beyond 600 +- 75 mm is cut.
+    middle = depth[:, SIZE // 4 : 3 * SIZE // 4, SIZE // 4 : 3 * SIZE // 4]
+    expected = np.where(np.abs(middle - 600) <= 75, middle, 0).repeat(2, axis=1).repeat(2, axis=2)
+    np.testing.assert_array_equal(half.numpy(), expected)
+    assert 0 < np.mean(expected > 0) < np.mean(depth > 0)
 
 
 def test_center_of_mass_finds_a_disc_despite_background():

@@ -9,6 +9,7 @@ Serving section has the figures of a trained 64 x 64 model
 """
 
 import json
+from collections import Counter
 
 import keras
 import numpy as np
@@ -22,7 +23,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.export import FILES, METADATA_FILE, export_estimator
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
-from keras_hpe.pipeline import HandPoseEstimator
+from keras_hpe.pipeline import HandPoseEstimator, load_estimator
 
 SIZE = 32
 
@@ -139,6 +140,51 @@ def test_direct_model_exports_joints_only(tmp_path):
         served = _serve(fmt, path, inputs, tmp_path)
         assert "parts" not in served
         np.testing.assert_allclose(served["joints_xyz"], expected["joints_xyz"], atol=0.01)
+
+
+# The cascade, a tiny model trained one epoch (measured here, mean / max): float32 0.0001 / 0.0002 mm; float16
+# 0.69 / 17.6 mm, as its first estimate moves by 0.06 mm and a few pixels of the second crop change; int8
+# 71 / 246 mm: its first network, a direct model, is 81 mm from float32 alone (an untrained default direct
+# model: 21 mm), so the second crop lands elsewhere. The int8 bound catches a broken graph, no more.
+CASCADE_BOUNDS = {
+    "litert": (0.01, 0.01),
+    "onnx": (0.01, 0.01),
+    "litert-fp16": (2.0, 40.0),
+    "litert-int8": (150.0, 500.0),
+}
+
+
+@pytest.fixture(scope="module")
+def cascade_exported(tmp_path_factory, cascade_path, sensor_dir):
+    estimator = load_estimator(cascade_path)
+    path = export_estimator(estimator, tmp_path_factory.mktemp("cascade") / "hpe", formats=list(CLIENTS),
+                            calibration=sensor_dir)
+    return estimator, path
+
+
+@pytest.mark.parametrize("fmt", list(CLIENTS))
+def test_cascade_runs_in_each_runtime_and_matches_keras(cascade_exported, crops, fmt, tmp_path):
+    estimator, path = cascade_exported
+    served = _serve(fmt, path, crops, tmp_path)
+    expected = estimator.predict(crops["depth_mm"], crops["center_uvd"])
+    difference = np.linalg.norm(served["joints_xyz"] - expected["joints_xyz"], axis=-1)
+    print(f"cascade {fmt}: |joints_xyz - Keras| mean {difference.mean():.4f} mm, max {difference.max():.4f} mm")
+    assert set(served) >= {"joints_xyz", "joints_uvd"} and "parts" not in served
+    mean_bound, max_bound = CASCADE_BOUNDS[fmt]
+    assert difference.mean() < mean_bound and difference.max() < max_bound
+    np.testing.assert_allclose(served["first_joints_xyz"], served["joints_xyz"][:1], atol=1e-3)
+
+
+def test_int8_quantises_both_steps_of_a_cascade(cascade_exported):
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, path = cascade_exported
+    assert json.loads((path / METADATA_FILE).read_text())["cascade"]["refine_cube_mm"] == 180.0
+    tensors = Interpreter(model_path=str(path / FILES["litert-int8"])).get_tensor_details()
+    # Both networks are named regression_direct: their ops are told apart by the call count, regression_direct_<n>.
+    int8 = Counter(t["name"].split("/")[0] for t in tensors if t["dtype"] == np.int8)
+    steps = {scope: count for scope, count in int8.items() if scope.startswith("regression_direct")}
+    assert len(steps) == 2 and min(steps.values()) > 20, int8
 
 
 def test_calibration_must_match_the_models(tmp_path, sensor_dir):

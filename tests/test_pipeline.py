@@ -1,17 +1,19 @@
-"""HandPoseEstimator: the in-graph chain agrees with the NumPy composition of its pieces."""
+"""HandPoseEstimator: the in-graph chain agrees with the NumPy composition of its pieces, and a cascade with
+its evaluation."""
 
 import keras
 import numpy as np
 import pytest
 
-from keras_hpe.data.camera import uvd_to_xyz, xyz_to_uvd
-from keras_hpe.data.crop import crop_to_joints, normalize_depth
+from keras_hpe.data.camera import uvd_to_xyz, uvd_to_xyz_tf, xyz_to_uvd, xyz_to_uvd_tf
+from keras_hpe.data.crop import crop_to_joints, normalize_depth, recrop_depth
 from keras_hpe.data.dataset import load_arrays
 from keras_hpe.data.skeleton import NUM_PARTS
 from keras_hpe.errors import UserError
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model, predict_parts
-from keras_hpe.pipeline import HandPoseEstimator, uvd_to_xyz_tf, xyz_to_uvd_tf
+from keras_hpe.pipeline import HandPoseEstimator, load_estimator
+from keras_hpe.training.reg import load_pipeline, predict_joints_xyz
 
 SIZE = 32
 
@@ -85,6 +87,27 @@ def test_direct_estimator_has_no_parts_and_matches(models, frames):
     np.testing.assert_allclose(out["joints_uvd"], joints_uvd, atol=1e-2)
 
 
+def test_cascade_gives_the_joints_its_evaluation_scores(cascade_path, sensor_dir):
+    """The one graph runs variant (b) as `evaluate-reg` does (training.reg.predict_joints_xyz): same joints."""
+    estimator = load_estimator(cascade_path)
+    arrays = load_arrays(sensor_dir, ["depth_mm", "center_uvd"])
+    depth_mm, center_uvd = arrays["depth_mm"], arrays["center_uvd"].astype(np.float32)
+    out = estimator.predict(depth_mm, center_uvd, batch_size=16)
+    evaluated = predict_joints_xyz(load_pipeline(cascade_path), sensor_dir, batch_size=16)
+    difference = np.abs(out["joints_xyz"] - evaluated)
+    print(f"cascade: |estimator - evaluation| mean {difference.mean():.6f} mm, max {difference.max():.6f} mm")
+    assert set(out) == {"joints_xyz", "joints_uvd"} and out["joints_xyz"].shape == (32, 14, 3)
+    assert difference.max() < 1e-3
+    np.testing.assert_allclose(out["joints_uvd"], xyz_to_uvd(evaluated), atol=1e-2)
+    assert estimator.info.cascade == {"refine_model": estimator.refine.name, "refine_cube_mm": 180.0}
+
+    # The second step counts: its crops (around the first estimate) hold the hand, and it moves the joints.
+    first = HandPoseEstimator(estimator.regression).predict(depth_mm, center_uvd)["joints_xyz"]
+    crops, _ = recrop_depth(depth_mm, center_uvd, first.mean(axis=1), 300.0, 180.0)
+    assert np.all(np.mean(crops.numpy() > 0, axis=(1, 2)) > 0.05)
+    assert np.abs(first - out["joints_xyz"]).max() > 1.0
+
+
 def test_frames_are_independent_of_the_batch(models, frames):
     # Inference mode everywhere: no batch statistics, so a frame's result does not depend on its neighbours.
     segmentation, regression, _ = models
@@ -115,3 +138,18 @@ def test_mismatched_models_are_user_errors(models):
         HandPoseEstimator(regression, build_segmentation_model(SegmentationConfig(size=48)))
     with pytest.raises(UserError, match="depth_mm must be"):
         HandPoseEstimator(direct).predict(np.zeros((2, 16, 16)), np.zeros((2, 3)))
+
+
+def test_a_cascade_is_two_direct_models_and_a_cube(models):
+    segmentation, regression, direct = models
+    with pytest.raises(UserError, match="needs both"):
+        HandPoseEstimator(direct, refine=direct)
+    with pytest.raises(UserError, match="needs both"):
+        HandPoseEstimator(direct, refine_cube_mm=180.0)
+    with pytest.raises(UserError, match="two direct-regression models"):
+        HandPoseEstimator(regression, segmentation, refine=direct, refine_cube_mm=180.0)
+    with pytest.raises(UserError, match="takes 48x48 crops, the first 32x32"):
+        HandPoseEstimator(direct, refine=build_direct_regression(RegressionConfig(input_size=48)), refine_cube_mm=180.0)
+    for cube in (0.0, float("nan")):
+        with pytest.raises(UserError, match="refine_cube_mm must be a number > 0"):
+            HandPoseEstimator(direct, refine=direct, refine_cube_mm=cube)

@@ -7,8 +7,9 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import tiny_reg_config
 from keras_hpe.data.camera import uvd_to_xyz, xyz_to_uvd
-from keras_hpe.data.crop import crop_to_joints, crop_window, uvd_to_crop
+from keras_hpe.data.crop import crop_to_joints
 from keras_hpe.data.dataset import load_arrays, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints, plot_success_curves
@@ -25,19 +26,11 @@ from keras_hpe.training.reg import (
     evaluate_variants,
     load_pipeline,
     predict_joints_xyz,
-    recrop_depth,
     regression_dataset,
     train_regression,
 )
 
-TINY = RegTrainingConfig(
-    model=RegressionConfig(
-        input_size=32, c1_filters=4, inception_reduce=2, inception_filters=2, conv_filters=4, fc_units=8,
-        direct_width=1,
-    ),
-    batch_size=16,
-    epochs=1,
-)
+TINY = tiny_reg_config()
 
 
 def _save_seg(path, size):
@@ -141,26 +134,6 @@ def test_targets_are_centre_relative_half_cube_units(sensor_dir):
     targets = np.concatenate([y for _, y in regression_dataset(sensor_dir, 16, size=32)])
     back = crop_to_joints(targets, uvd_to_xyz(arrays["center_uvd"], camera))
     np.testing.assert_allclose(back, arrays["joints_xyz"], atol=0.05)
-
-
-def test_recrop_identity_and_tighter_window(sensor_dir):
-    arrays = load_arrays(sensor_dir, ["depth_mm", "center_uvd"])
-    depth, center = arrays["depth_mm"], arrays["center_uvd"]
-    camera = read_manifest(sensor_dir).camera_model
-    same = recrop_depth(depth, center, center, 300.0, 300.0, camera)
-    np.testing.assert_array_equal(same, depth)
-    # A tighter cube around a shifted centre: each new pixel is the stored pixel under it (or 0).
-    shifted = center + np.array([3.0, -2.0, 10.0], dtype=np.float32)
-    tight = recrop_depth(depth, center, shifted, 300.0, 180.0, camera)
-    window = crop_window(shifted, 180.0, camera)
-    # New pixel (row 16, column 16) looks at u = u0 + 16.5 (u1 - u0) / 32, likewise v.
-    point = window[:, :2] + 16.5 / 32 * (window[:, 2:] - window[:, :2])
-    point = np.concatenate([point, shifted[:, 2:]], axis=1)[:, None]
-    col, row = np.floor(uvd_to_crop(point, center, 32, 300.0, camera)[:, 0, :2] + 0.5).astype(int).T
-    expected = depth[np.arange(len(depth)), row, col]
-    expected = np.where(np.abs(expected - shifted[:, 2]) <= 90.0, expected, 0)
-    np.testing.assert_array_equal(tight[:, 16, 16], expected)
-    assert (tight > 0).sum() > (depth > 0).sum()  # the hand is magnified
 
 
 def test_joint_error_metric_in_mm_and_config_round_trip():

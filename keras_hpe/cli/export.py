@@ -18,11 +18,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "Write OUT/<version>/ in the TensorFlow Serving layout, plus the LiteRT and ONNX files --format asks "
             "for: model.tflite, model_fp16.tflite, model_int8.tflite, model.onnx. Each takes depth_mm (B, S, S) "
             "float32 crops in mm and center_uvd (B, 3) crop centres, and returns joints_xyz (B, 14, 3) mm, "
-            "joints_uvd (B, 14, 3) and parts (B, S, S) uint8; the crop normalisation and the camera are inside "
-            "the graph."
+            "joints_uvd (B, 14, 3) and parts (B, S, S) uint8 (none for a direct or cascade model); the crop "
+            "normalisation, a cascade's second crop and the camera are inside the graph."
         ),
     )
-    parser.add_argument("--reg", type=Path, required=True, help="regression model (.keras)")
+    parser.add_argument(
+        "--reg", type=Path, required=True,
+        help="regression model (.keras) of any variant: direct, cascade (reg_cascade.keras: its second model and "
+        "cube come from the .json beside it), semi or full",
+    )
     parser.add_argument(
         "--seg", type=Path, default=None,
         help="segmentation model (.keras) (default: the one named in the .json beside --reg; none for a "
@@ -68,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     estimator = load_estimator(args.reg, args.seg, cube_mm=args.cube_mm)
     path = export_estimator(estimator, args.out, args.version, formats, args.calibration, args.calibration_frames)
     files = ", ".join(sorted(p.name for p in path.iterdir() if p.is_file()))
-    print(f"exported {', '.join(estimator.info.outputs)} for {estimator.size}x{estimator.size} crops to {path} "
-          f"({files})")
+    cascade = estimator.info.cascade
+    steps = "" if cascade is None else f" (cascade: second cube {cascade['refine_cube_mm']:g} mm)"
+    print(f"exported {', '.join(estimator.info.outputs)} for {estimator.size}x{estimator.size} crops{steps} to "
+          f"{path} ({files})")
     return 0

@@ -48,7 +48,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="depth images, .png (NYU) or .npy (mm)")
-    parser.add_argument("--reg", type=Path, required=True, help="regression model (.keras)")
+    parser.add_argument(
+        "--reg", type=Path, required=True,
+        help="regression model (.keras) of any variant: direct, cascade (reg_cascade.keras: its second model and "
+        "cube come from the .json beside it), semi or full",
+    )
     parser.add_argument(
         "--seg", type=Path, default=None,
         help="segmentation model (.keras) (default: the one named in the .json beside --reg; none for a "
@@ -285,6 +289,7 @@ def _write_joints(out: Path, frames: list[dict], info: EstimatorInfo) -> None:
         "cube_mm": info.cube_mm,
         "segmentation_model": info.segmentation_model,
         "regression_model": info.regression_model,
+        "cascade": info.cascade,
         "frames": frames,
     }
     write_text(out / "joints.json", json.dumps(summary, indent=1) + "\n")

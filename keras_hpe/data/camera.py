@@ -8,8 +8,12 @@ evaluation code writes fy = -587.07 for the same convention.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 
 @dataclass(frozen=True)
@@ -58,3 +62,21 @@ def xyz_to_uvd(xyz: np.ndarray, camera: Camera = NYU_CAMERA) -> np.ndarray:
     u = camera.cx + x * camera.fx / z
     v = camera.cy - y * camera.fy / z
     return np.stack([u, v, z], axis=-1)
+
+
+def uvd_to_xyz_tf(uvd: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
+    """`uvd_to_xyz` in TF ops (float32), for graphs."""
+    import tensorflow as tf
+
+    # Slices, not tf.unstack: LiteRT renames a multi-output op's tensors, and the
+    # int8 export keeps the camera in float32 by tensor name (export._float_tensors).
+    u, v, d = uvd[..., 0], uvd[..., 1], uvd[..., 2]
+    return tf.stack([(u - camera.cx) * d / camera.fx, (camera.cy - v) * d / camera.fy, d], axis=-1)
+
+
+def xyz_to_uvd_tf(xyz: tf.Tensor, camera: Camera = NYU_CAMERA) -> tf.Tensor:
+    """`xyz_to_uvd` in TF ops (float32), for graphs."""
+    import tensorflow as tf
+
+    x, y, z = xyz[..., 0], xyz[..., 1], xyz[..., 2]
+    return tf.stack([camera.cx + x * camera.fx / z, camera.cy - y * camera.fy / z, z], axis=-1)

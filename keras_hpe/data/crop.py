@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keras_hpe.data.camera import NYU_CAMERA, Camera
+from keras_hpe.data.camera import NYU_CAMERA, Camera, xyz_to_uvd_tf
 from keras_hpe.errors import UserError
 
 if TYPE_CHECKING:
@@ -153,6 +153,54 @@ def crop_depth(
     center_uvd = np.asarray(center_uvd, dtype=np.float64)
     crop = crop_image(depth_mm, center_uvd, size, cube_mm, camera, origin)
     return clip_to_cube(crop, center_uvd[2], cube_mm).astype(np.float32)
+
+
+def recrop_depth(
+    depth_mm,
+    center_uvd,
+    new_center_xyz,
+    cube_mm: float,
+    new_cube_mm: float,
+    camera: Camera = NYU_CAMERA,
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Re-sample crops (B, S, S) to the cube of `new_cube_mm` around the points `new_center_xyz` (B, 3) mm.
+
+    The crop of another cube made from the stored crop alone (the cascade's
+    second step, `training.reg`): each pixel of the new window takes the
+    stored pixel nearest to it (0 outside the stored crop), and depth outside
+    the new cube is set to 0, as `crop_depth` does on a full frame.
+    `center_uvd` (B, 3) are the stored crops' centres. Returns the new crops
+    (B, S, S) float32 and their centres (B, 3) uvd. TF ops, so the tf.data
+    pipelines and the exported graphs share it.
+    """
+    import tensorflow as tf
+
+    depth_mm = tf.convert_to_tensor(depth_mm, dtype=tf.float32)
+    center_uvd = tf.convert_to_tensor(center_uvd, dtype=tf.float32)
+    new_center_uvd = xyz_to_uvd_tf(tf.convert_to_tensor(new_center_xyz, dtype=tf.float32), camera)
+    size = depth_mm.shape[-1]
+    # New pixel j's centre, relative to the new window's centre, in units of the window's side.
+    offsets = tf.constant((np.arange(size) + 0.5) / size - 0.5, dtype=tf.float32)
+    # The windows' half-sizes are h = (cube / 2) f / d; the stored crop's coordinate of new pixel j,
+    # plus 1/2, is S ((u' - u) / 2h + 1/2 + (h' / h) offsets[j]). Ratios only: a LiteRT float16 export
+    # stores the graph's constants in float16, and (cube / 2) f (88,000) is beyond its range (65,504).
+    scale = (new_cube_mm / cube_mm) * center_uvd[:, 2:] / new_center_uvd[:, 2:]
+
+    def stored_index(axis: int, focal: float) -> tf.Tensor:
+        """(B, S) index along `axis` (0: u, columns; 1: v, rows) of the stored pixel nearest each new pixel."""
+        shift = (new_center_uvd[:, axis : axis + 1] - center_uvd[:, axis : axis + 1]) * (center_uvd[:, 2:] / cube_mm)
+        # Integer crop coordinates are pixel centres, so the nearest stored pixel is round(x) = floor(x + 1/2).
+        return tf.cast(tf.floor(size * (shift / focal + 0.5 + scale * offsets)), tf.int32)
+
+    rows, cols = stored_index(1, camera.fy), stored_index(0, camera.fx)
+    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
+    # Pixel (r, c) of frame b is element (b S + r) S + c of the flattened batch.
+    rows, cols = tf.clip_by_value(rows, 0, size - 1), tf.clip_by_value(cols, 0, size - 1)
+    frames = tf.range(tf.shape(depth_mm)[0])[:, None, None] * (size * size)
+    flat = frames + rows[:, :, None] * size + cols[:, None, :]
+    sampled = tf.gather(tf.reshape(depth_mm, [-1]), flat)
+    in_cube = tf.abs(sampled - new_center_uvd[:, 2, None, None]) <= 0.5 * new_cube_mm
+    return tf.where(inside & in_cube, sampled, tf.zeros_like(sampled)), new_center_uvd
 
 
 def center_of_mass_uvd(

@@ -22,7 +22,8 @@ of the data set's manifest and of the model file, and enter the network as
 one-hot maps of parts 1..20 (a not-hand pixel, label 0, is all zeros).
 
 The cascade's tighter crop is re-sampled from the stored S x S crop (the
-full frame is not kept): each pixel of the new window takes the nearest
+full frame is not kept; `crop.recrop_depth`, TF ops that the exported
+estimator runs too): each pixel of the new window takes the nearest
 stored pixel, and depth outside the new cube is set to 0. This is lossy: the
 new crop is the old one magnified 1 / fraction times, so it has no more
 detail than the stored crop, and where the new cube reaches beyond the old
@@ -58,16 +59,8 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_hpe.checks import is_file_name, is_finite, require
-from keras_hpe.data.camera import Camera, uvd_to_xyz, xyz_to_uvd
-from keras_hpe.data.crop import (
-    MAX_CROP_UNITS,
-    clip_to_cube,
-    crop_to_joints,
-    crop_window,
-    joints_to_crop,
-    normalize_depth,
-    uvd_to_crop,
-)
+from keras_hpe.data.camera import uvd_to_xyz, xyz_to_uvd
+from keras_hpe.data.crop import MAX_CROP_UNITS, crop_to_joints, joints_to_crop, normalize_depth, recrop_depth
 from keras_hpe.data.dataset import load_arrays, make_tf_dataset, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, evaluate_joints
@@ -146,45 +139,6 @@ class MeanJointErrorMM(keras.metrics.Mean):
         return {"half_cube_mm": self.half_cube_mm, "name": self.name, "dtype": self.dtype}
 
 
-def refine_center_uvd(coarse_xyz: np.ndarray, camera: Camera) -> np.ndarray:
-    """The cascade's second crop centre (N, 3) float32 uvd, from the first estimate's mean joint (N, 3) xyz mm."""
-    return xyz_to_uvd(coarse_xyz, camera).astype(np.float32)
-
-
-def recrop_depth(
-    depth_mm: np.ndarray,
-    center_uvd: np.ndarray,
-    new_center_uvd: np.ndarray,
-    cube_mm: float,
-    new_cube_mm: float,
-    camera: Camera,
-) -> np.ndarray:
-    """Re-sample stored crops (N, S, S) at another cube's window, nearest neighbour; (N, S, S) float32.
-
-    Each pixel of the window of `new_cube_mm` around `new_center_uvd` takes
-    the stored pixel nearest to it (0 outside the stored crop), and depth
-    outside the new cube is set to 0, as `crop.crop_depth` does on a full frame.
-    """
-    depth_mm = np.asarray(depth_mm, dtype=np.float32)
-    n, size = depth_mm.shape[0], depth_mm.shape[-1]
-    window = crop_window(new_center_uvd, new_cube_mm, camera)
-    steps = (np.arange(size) + 0.5) / size
-    # Image coordinates of the new pixels: columns vary with u only, rows with v only.
-    u = window[:, :1] + steps * (window[:, 2:3] - window[:, :1])
-    v = window[:, 1:2] + steps * (window[:, 3:4] - window[:, 1:2])
-    points = np.stack([u, v, np.ones_like(u)], axis=-1)
-    old_px = uvd_to_crop(points, center_uvd, size, cube_mm, camera)
-    # Integer crop coordinates are pixel centres, so the nearest stored pixel is round(x).
-    cols = np.floor(old_px[..., 0] + 0.5).astype(np.int64)
-    rows = np.floor(old_px[..., 1] + 0.5).astype(np.int64)
-    inside = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]
-    sampled = depth_mm[
-        np.arange(n)[:, None, None], np.clip(rows, 0, size - 1)[:, :, None], np.clip(cols, 0, size - 1)[:, None, :]
-    ]
-    sampled = np.where(inside, sampled, np.float32(0))
-    return clip_to_cube(sampled, np.asarray(new_center_uvd)[:, 2], new_cube_mm).astype(np.float32)
-
-
 def regression_dataset(
     data_dir: str | Path,
     batch_size: int,
@@ -237,10 +191,6 @@ def regression_dataset(
     frames = batch_seeds(frames.batch(batch_size), seed, epoch, "augment")
     augment = augment if augment is not None and augment.enabled else None
 
-    def recrop(depth_mm, center_uvd, coarse):
-        new_center_uvd = refine_center_uvd(coarse, camera)
-        return recrop_depth(depth_mm, center_uvd, new_center_uvd, cube_mm, refine_cube_mm, camera), new_center_uvd
-
     def prepare(batch, pair):
         seed_jitter, seed_augment = tf.unstack(tf.random.experimental.stateless_split(pair, 2))
         depth_mm, center_uvd, cube = batch["depth_mm"], batch["center_uvd"], cube_mm
@@ -248,11 +198,7 @@ def regression_dataset(
             coarse = batch["coarse_xyz"]
             if jitter_mm > 0:
                 coarse += jitter_mm * tf.random.stateless_normal(tf.shape(coarse), seed_jitter)
-            depth_mm, center_uvd = tf.numpy_function(
-                recrop, [depth_mm, center_uvd, coarse], [tf.float32, tf.float32], stateful=False
-            )
-            depth_mm.set_shape([None, size, size])
-            center_uvd.set_shape([None, 3])
+            depth_mm, center_uvd = recrop_depth(depth_mm, center_uvd, coarse, cube_mm, refine_cube_mm, camera)
             cube = refine_cube_mm
         center_xyz = tf.numpy_function(
             lambda c: uvd_to_xyz(c, camera).astype(np.float32), [center_uvd], tf.float32, stateful=False
@@ -569,8 +515,8 @@ def predict_joints_xyz(
         data = regression_dataset(
             data_dir, batch_size, size=size, coarse_xyz=coarse_xyz, refine_cube_mm=pipeline.refine_cube_mm
         )
-        refine_center_xyz = uvd_to_xyz(refine_center_uvd(coarse_xyz, camera), camera)
-        joints_xyz = crop_to_joints(_predict(refine, data, progress), refine_center_xyz, pipeline.refine_cube_mm)
+        # The second crop is centred on the first estimate (`crop.recrop_depth`).
+        joints_xyz = crop_to_joints(_predict(refine, data, progress), coarse_xyz, pipeline.refine_cube_mm)
     return joints_xyz
 
 
