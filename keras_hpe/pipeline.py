@@ -252,9 +252,14 @@ def load_estimator(
     that JSON also names a cascade's second model and its cube.
     """
     from keras_hpe.models.loading import load_model
-    from keras_hpe.training.reg import load_pipeline
+    from keras_hpe.training.reg import ORACLE, load_pipeline
 
     variant = load_pipeline(regression_path, segmentation_path)
+    if variant.variant == ORACLE:
+        raise UserError(
+            f"{regression_path} is the oracle (e), a diagnostic that regresses from the true part labels of its "
+            "data: it cannot run on depth alone; use a variant of the method (direct, cascade, semi, full)"
+        )
     segmentation = None if variant.seg_path is None else load_model(variant.seg_path, "segmentation")
     refine = None if variant.refine_path is None else load_model(variant.refine_path, "regression")
     return HandPoseEstimator(

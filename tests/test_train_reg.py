@@ -16,6 +16,7 @@ from keras_hpe.evaluation.joints import evaluate_joints, plot_success_curves
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
 from keras_hpe.outputs import folder_lock
+from keras_hpe.pipeline import load_estimator
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
 from keras_hpe.training import reg
 from keras_hpe.training.fit import BACKUP_DIR, LOG_DIR
@@ -280,3 +281,5 @@ def test_the_oracle_regresses_from_the_true_labels_of_labelled_data_only(sensor_
     np.testing.assert_allclose(joints, expected, atol=1e-3)
     with pytest.raises(UserError, match="no part labels: the oracle"):
         predict_joints_xyz(pipeline, sensor_dir)
+    with pytest.raises(UserError, match="cannot run on depth alone"):
+        load_estimator(result.model_paths[0])  # so neither exported nor used by predict
