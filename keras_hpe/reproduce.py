@@ -9,7 +9,7 @@ of earlier stages into its own folder `OUT/<stage>/`:
     restore                                 stage-1 predictions of the real frames, restored and gated
     seg_weak                                stage 2: segmentation fine-tuned on synthetic + restored real
     reg_direct, reg_cascade, reg_semi, reg_full   stage 3: the regression variants (a)-(d)
-    evaluate                                Tables 2-4 numbers, success curves, Fig. 5, 6 and 9
+    evaluate                                Tables 2-4 numbers, success curves, Fig. 5, 6, 7 and 9
     export                                  the full method as a TF Serving SavedModel
     report                                  README.md, tables, figures and summary.json
 
@@ -95,7 +95,7 @@ class ReproducePlan:
         table2_methods: the restorations compared in Table 2.
         seg_epochs, reg_epochs, batch_size: override the preset's (None: keep them).
         seg_weak_epochs: fine-tuning epochs of stage 2 (paper: 10).
-        fig5_frames, fig9_frames: frames shown in Fig. 5 and Fig. 9.
+        fig5_frames, fig7_frames, fig9_frames: frames shown in Fig. 5, Fig. 7 and Fig. 9.
     """
 
     name: str
@@ -119,13 +119,14 @@ class ReproducePlan:
     reg_epochs: int | None = None
     batch_size: int | None = None
     fig5_frames: int = 6
+    fig7_frames: int = 4
     fig9_frames: int = 24
 
     def __post_init__(self) -> None:
         counts = {name: getattr(self, name) for name in
                   ("size", "synth_frames", "synth_test_frames", "real_frames", "real_test_frames", "shard_size",
                    "dictionary_every", "dictionary_trees", "search_k", "restore_workers", "seg_weak_epochs",
-                   "fig5_frames", "fig9_frames")}
+                   "fig5_frames", "fig7_frames", "fig9_frames")}
         for name, value in counts.items():
             if int(value) != value or value < 1:
                 raise UserError(f"reproduce plan {self.name!r}: {name} must be an integer >= 1, got {value!r}")
@@ -166,7 +167,7 @@ PLANS: dict[str, ReproducePlan] = {
         name="tiny", preset="quick", size=32,
         synth_frames=48, synth_test_frames=16, real_frames=32, real_test_frames=16, shard_size=32,
         dictionary_trees=2, search_k=50, restore_workers=1, seg_epochs=2, seg_weak_epochs=2, reg_epochs=2,
-        batch_size=16, fig5_frames=3, fig9_frames=6,
+        batch_size=16, fig5_frames=3, fig7_frames=2, fig9_frames=6,
     ),
 }
 
@@ -386,9 +387,10 @@ def build_stages(
               {"config": seg, "epochs": plan.seg_weak_epochs, "batch_size": plan.batch_size,
                "seed": derived_seed(seed, "seg_weak")}, partial(run_seg_weak, config=preset.seg)),
         *reg_stages,
-        Stage("evaluate", ("seg_synth", "seg_weak", "dictionary", "real_test", *(s.name for s in reg_stages)),
+        Stage("evaluate", ("seg_synth", "seg_weak", "dictionary", "real_test", *(s.name for s in reg_stages), "real",
+                           "restore"),
               {"table2_methods": list(plan.table2_methods), "patch": plan.patch, "window": plan.window,
-               "fig5_frames": plan.fig5_frames, "fig9_frames": plan.fig9_frames,
+               "fig5_frames": plan.fig5_frames, "fig7_frames": plan.fig7_frames, "fig9_frames": plan.fig9_frames,
                "seed": derived_seed(seed, "evaluate")}, partial(run_evaluate, workers=plan.restore_workers)),
         # The export comes before the report, so that the report can say where it is and how long it took.
         Stage("export", ("seg_weak", "reg_full"), {"saved_models": str(saved_models_dir)}, run_export,

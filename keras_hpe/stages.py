@@ -121,7 +121,8 @@ def run_reg(
 
 
 def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int) -> dict:
-    """Tables 2-4 on the real test split, the success curves' errors and the picture figures."""
+    """Tables 2-4 on the real test split, the success curves' errors and the picture figures (Fig. 7 from the
+    real training frames the restore stage rejected)."""
     from keras_hpe.data.dataset import load_frames, read_manifest
     from keras_hpe.evaluation.restoration import table2_scores, table3_scores
     from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
@@ -164,6 +165,11 @@ def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bo
         pred_full_uvd = pred_uvd if variant == "full" else pred_full_uvd
     np.savez(work / ERRORS_FILE, **errors_mm)
     save_frame_counts(work / COUNTS_FILE, counts)
+    fig7 = _restoration_failures(figures_dir / "fig7_restoration_failures.png", inputs, params)
+    if isinstance(fig7, str):
+        evaluation["not_run"]["fig7"] = fig7
+    else:
+        figures["fig7"], evaluation["fig7"] = fig7.pop("figure"), fig7
     frames = sample_frames(manifest.count, params["fig9_frames"], params["seed"])
     arrays = load_frames(real_test, frames, ["depth_mm", "center_uvd", "joints_uvd"])
     figures["fig9"] = plot_pose_montage(
@@ -193,6 +199,42 @@ def _segmentation_examples(
                               patch=params["patch"])
     return plot_segmentation_examples(out_png, depth_mm, synthetic_only=synthetic_only, restored=restored,
                                       fine_tuned=fine_tuned, ground_truth=arrays["labels"])
+
+
+def _restoration_failures(out_png: Path, inputs: dict[str, Path], params: dict) -> dict | str:
+    """Fig. 7 for rejected real training frames drawn with the run's seed: its file name, the frames and their
+    qualities as recomputed; or why there is none.
+
+    The restore stage keeps only the accepted maps, so the chosen frames are predicted and
+    restored again by the functions it used, with its method and window.
+    """
+    from keras_hpe.data.dataset import load_frames, read_manifest
+    from keras_hpe.models.segmentation import predict_parts
+    from keras_hpe.reports.figures import plot_restoration_failures, sample_frames
+    from keras_hpe.restoration.pseudo_labels import QUALITY_NAME, read_quality_csv, read_restored_manifest
+    from keras_hpe.restoration.quality import gate_restorations
+    from keras_hpe.restoration.restore import restore_frames
+    from keras_hpe.training.seg import load_segmentation_model
+
+    restored_dir, real = inputs["restore"] / RESTORED, inputs["real"] / DATA
+    quality = read_quality_csv(restored_dir / QUALITY_NAME)
+    rejected = quality["frame"][~quality["accepted"]]
+    if not len(rejected):
+        return f"the quality gate rejected none of the {len(quality['frame'])} restored real training frames"
+    frames = rejected[sample_frames(len(rejected), params["fig7_frames"], params["seed"])]
+    job = read_restored_manifest(restored_dir).params["restoration"]
+    manifest = read_manifest(real)
+    arrays = load_frames(real, frames, ["depth_mm", "center_uvd", "joints_xyz"])
+    model = load_segmentation_model(inputs["seg_synth"] / "seg_synth.keras")
+    raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2])[1]
+    restored = restore_frames(raw, inputs["dictionary"] / DICTIONARY, method=job["method"], window=job["window"],
+                              patch=params["patch"])
+    geometry = {"cube_mm": manifest.cube_mm, "camera": manifest.camera_model}
+    gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"], arrays["joints_xyz"], **geometry)
+    plot_restoration_failures(out_png, arrays["depth_mm"], raw, restored, arrays["joints_xyz"], arrays["center_uvd"],
+                              gate, frame_ids=frames, **geometry)
+    return {"figure": out_png.name, "frames": frames.tolist(), "raw_quality_mm": gate.raw_quality_mm.tolist(),
+            "restored_quality_mm": gate.restored_quality_mm.tolist()}
 
 
 def run_export(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:

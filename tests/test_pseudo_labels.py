@@ -1,6 +1,5 @@
 """The restore step over a real data set: predict -> restore -> quality gate -> data set on disk."""
 
-import csv
 import json
 
 import keras
@@ -13,7 +12,13 @@ from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import predict_parts
 from keras_hpe.restoration import pseudo_labels
 from keras_hpe.restoration.index import PatchIndex
-from keras_hpe.restoration.pseudo_labels import QUALITY_NAME, SUMMARY_NAME, file_sha256, restore_dataset
+from keras_hpe.restoration.pseudo_labels import (
+    QUALITY_NAME,
+    SUMMARY_NAME,
+    file_sha256,
+    read_quality_csv,
+    restore_dataset,
+)
 from keras_hpe.restoration.quality import barycenter_qualities
 from keras_hpe.restoration.restore import restore_frames
 
@@ -21,11 +26,6 @@ from keras_hpe.restoration.restore import restore_frames
 def restored(seg_model_path, dictionary_dir, sensor_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("restored") / "restored"
     return restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
-
-
-def read_quality(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_only_accepted_frames_are_written_with_their_restored_maps(restored, seg_model_path, dictionary_dir, sensor_dir):
@@ -38,11 +38,11 @@ def test_only_accepted_frames_are_written_with_their_restored_maps(restored, seg
     accepted = restored_quality < raw_quality
     assert 0 < accepted.sum() < len(accepted)  # the gate did reject something: the test checks it
 
-    rows = read_quality(restored.quality_path)
-    assert [int(row["frame"]) for row in rows] == list(range(32))
-    np.testing.assert_array_equal([row["accepted"] == "1" for row in rows], accepted)
-    np.testing.assert_allclose([float(row["raw_quality_mm"]) for row in rows], raw_quality, atol=1e-3)
-    np.testing.assert_allclose([float(row["restored_quality_mm"]) for row in rows], restored_quality, atol=1e-3)
+    quality = read_quality_csv(restored.quality_path)
+    assert quality["frame"].tolist() == list(range(32))
+    np.testing.assert_array_equal(quality["accepted"], accepted)
+    np.testing.assert_allclose(quality["raw_quality_mm"], raw_quality, atol=1e-3)
+    np.testing.assert_allclose(quality["restored_quality_mm"], restored_quality, atol=1e-3)
 
     out = load_arrays(restored.out_dir)
     assert len(out["depth_mm"]) == accepted.sum()
@@ -150,3 +150,15 @@ def test_a_restored_manifest_needs_its_restoration_job(tmp_path, job):
                      fields=("depth_mm", "labels"), params={"restoration": job}, progress=False)
     with pytest.raises(UserError, match="is not a restored data set"):
         read_restored_manifest(tmp_path / "d")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("frame,raw_quality_mm\n0,1.5\n", "expected the columns frame, raw_quality_mm, restored_quality_mm, accepted"),
+    ("", "expected the columns"),
+    ("frame,raw_quality_mm,restored_quality_mm,accepted\n0,1.5,x,1\n", "cannot read"),
+])
+def test_a_bad_quality_table_is_a_user_error(tmp_path, content, message):
+    path = tmp_path / QUALITY_NAME
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_quality_csv(path)

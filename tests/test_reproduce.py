@@ -5,6 +5,7 @@ import io
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from keras_hpe.cli import main as cli_main
@@ -50,7 +51,8 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     assert all(row["mean_3d_mm"] > 0 for row in summary["table4"].values())
     assert all(0 <= row["per_pixel"] <= 100 for row in summary["table2"].values())
     assert list(summary["seconds"]) == list(STAGES[:-1])  # every stage before the report itself
-    for figure in ("fig5_segmentation.png", "fig6_per_part_accuracy.png", "fig9_pose_montage.png"):
+    for figure in ("fig5_segmentation.png", "fig6_per_part_accuracy.png", "fig7_restoration_failures.png",
+                   "fig9_pose_montage.png"):
         assert (paths["reports"] / "figures" / figure).is_file()
     assert (paths["reports"] / "fig8_success_curves.png").is_file()
     # TF Serving layout <name>/<version>/
@@ -64,6 +66,23 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     for stage in STAGES:
         assert json.loads((paths["out"] / stage / STAGE_FILE).read_text())["stage"] == stage
         assert not (paths["out"] / f"{stage}.partial").exists()
+
+
+def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage_did(tiny_run):
+    from keras_hpe.restoration.pseudo_labels import read_quality_csv
+
+    _, _, paths = tiny_run
+    fig7 = json.loads((paths["out"] / "evaluate" / "evaluation.json").read_text())["fig7"]
+    quality = read_quality_csv(paths["out"] / "restore" / "restored" / "quality.csv")
+    frames = fig7["frames"]
+    assert len(frames) == get_plan("tiny").fig7_frames and frames == sorted(set(frames))
+    assert not quality["accepted"][frames].any()
+    # Recomputed with the restore stage's functions: the same qualities as it recorded.
+    np.testing.assert_allclose(fig7["raw_quality_mm"], quality["raw_quality_mm"][frames], atol=2e-3)
+    np.testing.assert_allclose(fig7["restored_quality_mm"], quality["restored_quality_mm"][frames], atol=2e-3)
+    readme = (paths["reports"] / "README.md").read_text()
+    assert readme.index("![fig6]") < readme.index("![fig7](figures/fig7_restoration_failures.png)") < readme.index(
+        "![fig8]")
 
 
 def test_rerun_skips_everything_then_a_changed_param_reruns_only_downstream(tiny_run):

@@ -37,6 +37,12 @@ FIGURE_CAPTIONS = {
             "training only, restored (eq. 2), prediction after semi/weakly-supervised fine-tuning, ground truth; "
             "the percentage is the frame's per-pixel accuracy.",
     "fig6": "Fig. 6: accuracy per hand part, before and after semi/weakly-supervised training.",
+    "fig7": "Fig. 7: restoration failures: real training frames whose restoration the barycenter quality gate "
+            "rejected (drawn with the run's seed, predicted and restored again as the restore stage did): depth with "
+            "the annotated joints, the stage-1 prediction, its restoration. A map's quality, in its corner, is the "
+            "sum over the 14 joints of the distance from the barycenter of the joint's part(s) to the joint (mm); "
+            "white lines join the barycenters that moved farthest away to their joints, and the text names them and "
+            "the parts the restoration removed.",
     "fig8": "Fig. 8: fraction of test frames whose maximum joint error is within D.",
     "fig9": "Fig. 9: predicted skeletons of the full method on randomly drawn test frames.",
 }
@@ -96,7 +102,7 @@ def write_report(
         curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
     seconds: wall time per stage. manifests: name -> data set manifest dict
         (a "domain" of "nyu" marks results on NYU). figures: key ("fig5",
-        "fig6", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
+        "fig6", "fig7", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
     Returns the README's path.
     """
     out_dir = Path(out_dir)

@@ -269,6 +269,24 @@ def _write_quality_csv(path: Path, verdicts: dict[str, np.ndarray]) -> None:
     write_text(path, text.getvalue())
 
 
+def read_quality_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """`quality.csv` of a restoration back as arrays: frame, raw_quality_mm, restored_quality_mm, accepted (bool)."""
+    path = Path(path)
+    try:
+        rows = list(csv.reader(path.read_text().splitlines()))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the restoration's quality table {path}: {error}") from None
+    header = tuple(rows[0]) if rows else ()
+    if header != _QUALITY_COLUMNS:
+        raise UserError(f"{path}: expected the columns {', '.join(_QUALITY_COLUMNS)}, got {', '.join(header)}")
+    try:
+        values = np.array(rows[1:], dtype=np.float64).reshape(-1, len(_QUALITY_COLUMNS))
+    except ValueError as error:
+        raise UserError(f"cannot read the restoration's quality table {path}: {error}") from None
+    columns = dict(zip(_QUALITY_COLUMNS, values.T))
+    return {**columns, "frame": columns["frame"].astype(np.int64), "accepted": columns["accepted"] > 0}
+
+
 def _finished_result(out_dir: Path, job: dict) -> RestoreResult | None:
     """The result already in `out_dir` if the same job made it, else None."""
     if not (out_dir / MANIFEST_NAME).exists() or not (out_dir / SUMMARY_NAME).exists():

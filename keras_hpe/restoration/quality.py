@@ -62,7 +62,7 @@ def joint_barycenters_xyz(
     xyz = uvd_to_xyz(crop_to_uvd(crop_px, center_uvd, size, cube_mm, camera))
     valid = (depth_mm > 0).reshape(n, -1)
     # Sums and counts per (frame, part) with one bincount each, then per joint.
-    bins = (np.arange(n)[:, None] * NUM_LABELS + labels.reshape(n, -1))[valid]
+    bins = _part_bins(labels, valid)
     part_count = np.bincount(bins, minlength=n * NUM_LABELS).reshape(n, NUM_LABELS)
     part_sum = np.stack(
         [np.bincount(bins, weights=xyz[..., axis][valid], minlength=n * NUM_LABELS) for axis in range(3)], axis=-1
@@ -86,6 +86,15 @@ def barycenter_qualities(
     camera: Camera = NYU_CAMERA,
 ) -> np.ndarray:
     """The quality (sum over joints of barycenter-to-joint distance, mm) of each of N maps: (N,)."""
+    return _scored_distances(labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)[1].sum(axis=-1)
+
+
+def _scored_distances(
+    labels: np.ndarray, depth_mm: np.ndarray, center_uvd: np.ndarray, joints_xyz: np.ndarray, cube_mm: float,
+    camera: Camera,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The point each joint is measured from (its parts' barycenter, or the hand centre if none is in the map),
+    (N, 14, 3) mm, and its distance to the joint, (N, 14) mm."""
     labels = check_label_maps(labels)
     joints_xyz = np.asarray(joints_xyz, dtype=np.float64)
     if joints_xyz.shape[-2:] != (NUM_JOINTS, 3) or joints_xyz.size != len(labels) * NUM_JOINTS * 3:
@@ -94,7 +103,13 @@ def barycenter_qualities(
     barycenters, present = joint_barycenters_xyz(labels, depth_mm, center_uvd, cube_mm=cube_mm, camera=camera)
     center_xyz = uvd_to_xyz(np.asarray(center_uvd, dtype=np.float64).reshape(len(labels), 3))
     estimate = np.where(present[..., None], barycenters, center_xyz[:, None, :])
-    return np.linalg.norm(estimate - joints_xyz, axis=-1).sum(axis=-1)
+    return estimate, np.linalg.norm(estimate - joints_xyz, axis=-1)
+
+
+def _part_bins(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The (frame, part) bin, frame * 21 + part, of each pixel with depth: one bincount per statistic."""
+    n = len(labels)
+    return (np.arange(n)[:, None] * NUM_LABELS + labels.reshape(n, -1))[valid.reshape(n, -1)]
 
 
 def barycenter_quality(
@@ -120,11 +135,29 @@ def accept_restored(raw_quality: np.ndarray | float, restored_quality: np.ndarra
 
 @dataclass
 class QualityGate:
-    """The gate's verdict on N restored maps."""
+    """The gate's verdict on N restored maps, and the joint-by-joint measurements behind it.
+
+    raw_xyz, restored_xyz: (N, 14, 3) mm, the point each joint is measured from in
+        the raw and the restored map (its parts' barycenter, or the hand centre);
+    raw_joint_mm, restored_joint_mm: (N, 14) their distances to the annotated
+        joints, whose sums are the two qualities;
+    vanished: (N, 21) the hand parts with pixels in the raw map and none in the restored one.
+    """
 
     raw_quality_mm: np.ndarray
     restored_quality_mm: np.ndarray
     accepted: np.ndarray
+    raw_xyz: np.ndarray
+    restored_xyz: np.ndarray
+    raw_joint_mm: np.ndarray
+    restored_joint_mm: np.ndarray
+    vanished: np.ndarray
+
+    def moved_away(self, frame: int, count: int = 3) -> list[tuple[int, float]]:
+        """Up to `count` joints of `frame` whose distance grew most in the restoration: (joint, mm farther)."""
+        growth = self.restored_joint_mm[frame] - self.raw_joint_mm[frame]
+        order = np.argsort(-growth, kind="stable")[:count]
+        return [(int(joint), float(growth[joint])) for joint in order if growth[joint] > 0]
 
     @property
     def rejection_rate(self) -> float:
@@ -143,6 +176,13 @@ def gate_restorations(
     camera: Camera = NYU_CAMERA,
 ) -> QualityGate:
     """Score raw and restored maps (N, S, S) against the annotated joints and accept the improved ones."""
-    raw = barycenter_qualities(raw_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
-    restored = barycenter_qualities(restored_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
-    return QualityGate(raw, restored, accept_restored(raw, restored))
+    raw_xyz, raw_mm = _scored_distances(raw_labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)
+    restored_xyz, restored_mm = _scored_distances(restored_labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)
+    raw, restored = raw_mm.sum(axis=-1), restored_mm.sum(axis=-1)
+    valid = np.asarray(depth_mm).reshape(np.shape(raw_labels)) > 0
+    size = len(raw) * NUM_LABELS
+    present = [np.bincount(_part_bins(np.asarray(labels), valid), minlength=size).reshape(len(raw), NUM_LABELS) > 0
+               for labels in (raw_labels, restored_labels)]
+    hand = np.arange(NUM_LABELS) > 0
+    return QualityGate(raw, restored, accept_restored(raw, restored), raw_xyz, restored_xyz, raw_mm, restored_mm,
+                       present[0] & ~present[1] & hand)
