@@ -26,9 +26,7 @@ COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 r
 SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
 FIGURES = "figures"
 REG_VARIANTS = ("direct", "cascade", "semi", "full")
-NYU_NO_LABELS = (
-    "not run: the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
-)
+NYU_NO_LABELS = "the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
 
 
 def run_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
@@ -277,7 +275,6 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
     dictionary = DictionaryMeta.from_dict(json.loads((inputs["dictionary"] / DICTIONARY / "meta.json").read_text()))
     config = {
         **{key: params[key] for key in ("plan", "preset", "seed", "real_domain")},
-        "not_run": evaluation["not_run"],
         "restoration": stages["restore"]["result"],
         "dictionary": {key: value for key, value in dictionary.to_dict().items() if key != "source_manifest"},
         "export": stages["export"]["result"],
@@ -304,6 +301,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         manifests=manifests,
         config=config,
         figures=figures,
+        not_run=evaluation["not_run"],
     )
     return {"readme": str(readme), "summary": str(reports_dir / "summary.json")}
 

@@ -44,7 +44,8 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     assert str(paths["out"]) not in readme and str(paths["saved"]) not in readme
     assert '"OUT/seg_synth/seg_synth.keras"' in readme and '"SAVED_MODELS/1"' in readme
     summary = json.loads((paths["reports"] / "summary.json").read_text())
-    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
+    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals", "not_run"}
+    assert summary["not_run"] == {}  # every table and figure of the paper
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
     assert set(summary["table4"]) == {"direct", "cascade", "semi", "full"}

@@ -142,6 +142,11 @@ class Table:
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def ran(self) -> bool:
+        """Whether any row ran (a table with none is not run: the report says why instead of showing it)."""
+        return bool((self.frame["status"] != NOT_RUN).any())
+
     def to_markdown(self, heading: str = "###") -> str:
         """The title, the table, then the verdicts and notes in plain words."""
         parts = [f"{heading} {self.title}", self.body, "\n".join(v.to_markdown() for v in self.verdicts)]
