@@ -3,6 +3,8 @@
 `reproduce.build_stages` lists them with their parameters; a runner is called
 as `run(work, inputs, params, progress)` with `inputs` the folders of the
 stages it reads, and returns the JSON result that `stage.json` records.
+`work.parent` is the run folder: what the stages write records the paths
+inside it relative to it (`outputs.recorded_path`), so that it can be moved.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.outputs import atomic_path, write_text
+from keras_hpe.outputs import atomic_path, recorded_path, write_text
 
 STAGE_FILE = "stage.json"
 DATA = "data"  # a data stage's data set sub-folder
@@ -25,6 +27,7 @@ ERRORS_FILE = "joint_errors.npz"
 COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 row, for the intervals
 SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
 FIGURES = "figures"
+SHOWN_RUN = "OUT"  # the report shows the run folder as the option that names it
 REG_VARIANTS = ("direct", "cascade", "semi", "full")
 NYU_NO_LABELS = "the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
 
@@ -60,7 +63,7 @@ def run_seg_synth(work: Path, inputs: dict[str, Path], params: dict, progress: b
 
     result = train_segmentation(inputs["synth"] / DATA, work, config, val_dir=inputs["synth_test"] / DATA,
                                 epochs=params["seg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                                progress=progress)
+                                progress=progress, run_dir=work.parent)
     # Scored again here for the per-frame counts behind stage 1's interval (the metrics JSON keeps totals only).
     scores = evaluate_model(load_segmentation_model(result.model_path), inputs["synth_test"] / DATA)[0]
     save_frame_counts(work / SYNTH_TEST_COUNTS_FILE, {"synth_test": scores.frame_counts})
@@ -73,7 +76,7 @@ def run_dictionary(work: Path, inputs: dict[str, Path], params: dict, progress: 
 
     data = inputs["synth"] / DATA
     labels = load_arrays(data, ["labels"])["labels"][:: params["every"]]
-    source = {"path": str(data.resolve()), "every": params["every"], "frames_used": int(len(labels)),
+    source = {"path": recorded_path(data, work.parent), "every": params["every"], "frames_used": int(len(labels)),
               "manifest": _manifest_dict(read_manifest(data))}
     meta = build_dictionary(labels, work / DICTIONARY, patch=params["patch"], n_trees=params["trees"],
                             search_k=params["search_k"], seed=params["seed"], source_manifest=source,
@@ -87,7 +90,7 @@ def run_restore(work: Path, inputs: dict[str, Path], params: dict, progress: boo
     result = restore_dataset(
         inputs["seg_synth"] / "seg_synth.keras", inputs["dictionary"] / DICTIONARY, inputs["real"] / DATA,
         work / RESTORED, method=params["method"], patch=params["patch"], window=params["window"],
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, run_dir=work.parent,
     )
     return result.summary
 
@@ -101,7 +104,7 @@ def run_seg_weak(work: Path, inputs: dict[str, Path], params: dict, progress: bo
     result = train_segmentation_weak(
         inputs["seg_synth"] / "seg_synth.keras", inputs["synth"] / DATA, inputs["restore"] / RESTORED, work, config,
         epochs=params["epochs"], batch_size=params["batch_size"], val_dir=real_test if labelled else None,
-        seed=params["seed"], progress=progress,
+        seed=params["seed"], progress=progress, run_dir=work.parent,
     )
     return {"model": result.model_path.name, "real_test": result.metrics.get("val")}
 
@@ -114,7 +117,7 @@ def run_reg(
     seg_path = None if seg_model is None else inputs[seg_model] / f"{seg_model}.keras"
     result = train_regression(inputs["real"] / DATA, work, params["variant"], config, seg_path=seg_path,
                               epochs=params["reg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                              progress=progress)
+                              progress=progress, run_dir=work.parent)
     return {"models": [path.name for path in result.model_paths]}
 
 
@@ -284,7 +287,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         "per_pixel": 100.0 * synth_test["per_pixel_accuracy"], "per_class": 100.0 * synth_test["mean_class_accuracy"],
         "frames": synth_test["frames"]}
     # The report is read on other machines: paths of this one's folders appear as the options naming them.
-    folders = {"OUT": work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
+    folders = {SHOWN_RUN: work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
     manifests, config = _shown_paths(manifests, folders), _shown_paths(config, folders)
     readme = write_report(
         reports_dir,
@@ -317,12 +320,15 @@ def _joint_errors(values: dict, errors_mm: np.ndarray):
     )
 
 
-def _shown_paths(value, folders: dict[str, Path]):
-    """`value` with every path string inside one of `folders` written as "NAME/relative/path"."""
+def _shown_paths(value, folders: dict[str, Path], key: str | None = None):
+    """`value` with every path string inside one of `folders` written as "NAME/relative/path", and every
+    relative "path" value, recorded relative to the run folder, as "OUT/relative/path" (`SHOWN_RUN`)."""
     if isinstance(value, dict):
-        return {key: _shown_paths(item, folders) for key, item in value.items()}
+        return {name: _shown_paths(item, folders, name) for name, item in value.items()}
     if isinstance(value, list):
         return [_shown_paths(item, folders) for item in value]
+    if key == "path" and isinstance(value, str) and not os.path.isabs(value):
+        return Path(SHOWN_RUN, value).as_posix()
     if isinstance(value, str) and os.path.isabs(value):
         for name, folder in folders.items():
             folder = os.path.abspath(folder)

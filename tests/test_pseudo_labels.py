@@ -1,6 +1,7 @@
 """The restore step over a real data set: predict -> restore -> quality gate -> data set on disk."""
 
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -81,24 +82,30 @@ class Interrupt(Exception):
     """Stands for a killed process."""
 
 
+def counted_restore(calls: list, die_at: int | None = None):
+    """`restore_frames` that counts its calls in `calls` and raises Interrupt at call number `die_at`."""
+
+    def restore(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == die_at:
+            raise Interrupt()
+        return restore_frames(*args, **kwargs)
+
+    return restore
+
+
 def test_killed_run_resumes_and_gives_the_same_data(restored, seg_model_path, dictionary_dir, sensor_dir, tmp_path,
                                                     monkeypatch):
     calls = []
 
-    def restore_then_die(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupt()
-        return restore_frames(*args, **kwargs)
-
     out = tmp_path / "out"
-    monkeypatch.setattr(pseudo_labels, "restore_frames", restore_then_die)
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls, die_at=2))
     with pytest.raises(Interrupt):
         restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert not out.exists()  # nothing half-written is visible
 
     calls.clear()
-    monkeypatch.setattr(pseudo_labels, "restore_frames", lambda *a, **k: calls.append(1) or restore_frames(*a, **k))
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls))
     result = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert len(calls) == 2  # chunks 1 and 2 of 3; chunk 0 was saved before the kill
     np.testing.assert_array_equal(load_arrays(out)["labels"], load_arrays(restored.out_dir)["labels"])
@@ -107,6 +114,31 @@ def test_killed_run_resumes_and_gives_the_same_data(restored, seg_model_path, di
     calls.clear()
     again = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert calls == [] and again.summary == result.summary  # a finished job is not redone
+
+
+def test_a_run_folder_moved_mid_job_resumes_it(restored, seg_model_path, dictionary_dir, sensor_dir, tmp_path,
+                                               monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(dictionary_dir, run / "index")
+    shutil.copytree(sensor_dir, run / "real")
+    shutil.copy(seg_model_path, run / "seg.keras")
+    calls = []
+
+    def restore(folder):
+        return restore_dataset(folder / "seg.keras", folder / "index", folder / "real", folder / "step" / "restored",
+                               chunk_frames=12, progress=False, run_dir=folder)
+
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls, die_at=2))
+    with pytest.raises(Interrupt):
+        restore(run)
+    moved = run.rename(tmp_path / "moved")
+    calls.clear()
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls))
+    result = restore(moved)
+    assert len(calls) == 2  # the chunk saved before the move was kept
+    job = read_manifest(result.out_dir).params["restoration"]
+    assert (job["model"]["path"], job["index"]["path"], job["source"]["path"]) == ("seg.keras", "index", "real")
+    np.testing.assert_array_equal(load_arrays(result.out_dir)["labels"], load_arrays(restored.out_dir)["labels"])
 
 
 def test_interrupted_job_with_other_parameters_is_refused(seg_model_path, dictionary_dir, sensor_dir, tmp_path,

@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -84,6 +85,40 @@ def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage
     readme = (paths["reports"] / "README.md").read_text()
     assert readme.index("![fig6]") < readme.index("![fig7](figures/fig7_restoration_failures.png)") < readme.index(
         "![fig8]")
+
+
+def test_no_json_in_the_run_folder_records_its_absolute_path(tiny_run):
+    _, _, paths = tiny_run
+    files = list(paths["out"].rglob("*.json"))
+    assert len(files) > 20  # stage.json files, manifests, metrics, the dictionary's meta.json, the restore summary
+    for file in files:
+        text = file.read_text()
+        assert str(paths["out"]) not in text and str(paths["out"].resolve()) not in text, file
+    restore = json.loads((paths["out"] / "restore" / STAGE_FILE).read_text())["result"]["job"]
+    assert restore["model"]["path"] == "seg_synth/seg_synth.keras" and restore["source"]["path"] == "real/data"
+    assert json.loads((paths["out"] / "reg_full" / "reg_full.json").read_text())["seg_model"] == \
+        "seg_weak/seg_weak.keras"
+    readme = (paths["reports"] / "README.md").read_text()  # the report still shows them under OUT
+    assert '"path": "OUT/real/data"' in readme and '"path": "OUT/dictionary/index"' in readme
+
+
+def test_a_moved_run_folder_resumes_without_rerunning_finished_stages(tiny_run, tmp_path):
+    _, _, paths = tiny_run
+    moved = tmp_path / "moved"
+    shutil.copytree(paths["out"], moved)
+    shutil.rmtree(moved / "evaluate")  # as if the run had stopped before the evaluation
+    hidden = paths["out"].with_name("hidden")
+    paths["out"].rename(hidden)  # nothing may be read from the old place
+    try:
+        resumed = reproduce(get_plan("tiny"), moved, reports_dir=tmp_path / "reports", saved_models_dir=paths["saved"],
+                            progress=False)
+    finally:
+        hidden.rename(paths["out"])
+    assert {stage.name for stage in resumed.stages if stage.ran} == {"evaluate", "report"}
+    # The evaluation read the regression models' segmentation models at their new place.
+    before = json.loads((paths["out"] / "evaluate" / "evaluation.json").read_text())["table4"]
+    after = json.loads((moved / "evaluate" / "evaluation.json").read_text())["table4"]
+    assert after["full"]["mean_3d_mm"] == pytest.approx(before["full"]["mean_3d_mm"], rel=1e-6)
 
 
 def test_rerun_skips_everything_then_a_changed_param_reruns_only_downstream(tiny_run):
