@@ -236,17 +236,21 @@ def reproduce(
     sensor_config: SensorConfig | None = None,
     seed: int = 0,
     progress: bool = True,
+    compare_dir: str | os.PathLike | None = None,
 ) -> ReproduceResult:
     """Run every stage of `plan` into `out_dir`, skipping those already done; write the report and the export.
 
     `nyu_root` replaces the simulated real domain by the NYU data set at that
     folder (train/ and test/); `sensor_config` (a `data.sensor.SensorConfig`)
-    replaces the default sensor model of the simulated one.
+    replaces the default sensor model of the simulated one. `compare_dir` (with
+    `nyu_root`) holds other methods' published predictions of the NYU test frames,
+    one text file per method (`evaluation.joints.read_published_predictions`):
+    rows of Table 4 and curves of Fig. 8.
     """
     from tqdm.auto import tqdm
 
     stages = build_stages(plan, reports_dir=reports_dir, saved_models_dir=saved_models_dir, nyu_root=nyu_root,
-                          sensor_config=sensor_config, seed=seed)
+                          sensor_config=sensor_config, seed=seed, compare_dir=compare_dir)
     records: dict[str, StageRecord] = {}
     fingerprints: dict[str, str] = {}
     # One reproduction per folder at a time: a second one gets a UserError instead of mixing stages.
@@ -325,6 +329,7 @@ def build_stages(
     nyu_root: str | os.PathLike | None = None,
     sensor_config: SensorConfig | None = None,
     seed: int = 0,
+    compare_dir: str | os.PathLike | None = None,
 ) -> list[Stage]:
     """The stages of a run, in order, with their parameters; checks the user's inputs first."""
     from keras_hpe.data.sensor import SensorConfig
@@ -338,6 +343,7 @@ def build_stages(
         for split in ("train", "test"):
             if not (nyu_root / split).is_dir():
                 raise UserError(f"NYU folder {nyu_root / split} does not exist (expected ROOT/train and ROOT/test)")
+    published = _published_predictions(plan, nyu_root, compare_dir)
     sensor = sensor_config or SensorConfig()
     seg = asdict(preset.seg)
     reg_config = preset.reg
@@ -391,7 +397,9 @@ def build_stages(
                            "restore"),
               {"table2_methods": list(plan.table2_methods), "patch": plan.patch, "window": plan.window,
                "fig5_frames": plan.fig5_frames, "fig7_frames": plan.fig7_frames, "fig9_frames": plan.fig9_frames,
-               "seed": derived_seed(seed, "evaluate")}, partial(run_evaluate, workers=plan.restore_workers)),
+               "seed": derived_seed(seed, "evaluate"),
+               "published": {name: hashlib.sha256(uvd.tobytes()).hexdigest() for name, uvd in published.items()}},
+              partial(run_evaluate, workers=plan.restore_workers, published=published)),
         # The export comes before the report, so that the report can say where it is and how long it took.
         Stage("export", ("seg_weak", "reg_full"), {"saved_models": str(saved_models_dir)}, run_export,
               outside=lambda result: Path(result["export_path"]) / "saved_model.pb"),
@@ -430,6 +438,20 @@ def headline_numbers(summary: dict) -> dict:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _published_predictions(
+    plan: ReproducePlan, nyu_root: Path | None, compare_dir: str | os.PathLike | None
+) -> dict[str, np.ndarray]:
+    """--compare's predictions by method, checked against the NYU test frames the plan evaluates (none without it)."""
+    from keras_hpe.data.nyu import read_joints
+    from keras_hpe.evaluation.joints import read_published_predictions
+
+    if compare_dir is None:
+        return {}
+    if nyu_root is None:
+        raise UserError("--compare needs --nyu-root: published predictions are of the NYU test frames")
+    return read_published_predictions(compare_dir, min(plan.real_test_frames, len(read_joints(nyu_root / "test")[0])))
 
 
 def _read_stage(folder: Path) -> dict | None:

@@ -24,6 +24,7 @@ DICTIONARY = "index"
 RESTORED = "restored"
 EVALUATION_FILE = "evaluation.json"
 ERRORS_FILE = "joint_errors.npz"
+PUBLISHED_ERRORS_FILE = "published_joint_errors.npz"  # --compare's methods, by name
 COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 row, for the intervals
 SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
 FIGURES = "figures"
@@ -121,10 +122,15 @@ def run_reg(
     return {"models": [path.name for path in result.model_paths]}
 
 
-def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int) -> dict:
+def run_evaluate(
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int,
+    published: dict[str, np.ndarray],
+) -> dict:
     """Tables 2-4 on the real test split, the success curves' errors and the picture figures (Fig. 7 from the
-    real training frames the restore stage rejected)."""
-    from keras_hpe.data.dataset import load_frames, read_manifest
+    real training frames the restore stage rejected). `published`: other methods' predictions (uvd) of the test
+    frames, scored like `keras-hpe evaluate-joints` scores them."""
+    from keras_hpe.data.dataset import load_arrays, load_frames, read_manifest
+    from keras_hpe.evaluation.joints import evaluate_joints
     from keras_hpe.evaluation.restoration import table2_scores, table3_scores
     from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
     from keras_hpe.reports.figures import plot_pose_montage, sample_frames
@@ -165,6 +171,11 @@ def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bo
         errors_mm[variant] = errors.errors_mm
         pred_full_uvd = pred_uvd if variant == "full" else pred_full_uvd
     np.savez(work / ERRORS_FILE, **errors_mm)
+    if published:
+        gt_uvd = load_arrays(real_test, ["joints_uvd"])["joints_uvd"]
+        scores = {name: evaluate_joints(pred_uvd, gt_uvd) for name, pred_uvd in published.items()}
+        evaluation["published"] = {name: errors.to_dict() for name, errors in scores.items()}
+        np.savez(work / PUBLISHED_ERRORS_FILE, **{name: errors.errors_mm for name, errors in scores.items()})
     save_frame_counts(work / COUNTS_FILE, counts)
     fig7 = _restoration_failures(figures_dir / "fig7_restoration_failures.png", inputs, params)
     if isinstance(fig7, str):
@@ -252,7 +263,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
     from keras_hpe.data.dataset import read_manifest
     from keras_hpe.evaluation.segmentation import load_frame_counts
     from keras_hpe.reports.report import write_report
-    from keras_hpe.reports.tables import TABLE4_METHODS
+    from keras_hpe.reports.tables import PUBLISHED, TABLE4_METHODS
     from keras_hpe.restoration.index import DictionaryMeta
 
     reports_dir = Path(params["reports"])
@@ -266,6 +277,12 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         errors_mm = {variant: errors_file[variant] for variant in evaluation["table4"]}
     curves = {TABLE4_METHODS[variant]: _joint_errors(values, errors_mm[variant])
               for variant, values in evaluation["table4"].items()}
+    published = {}
+    if evaluation.get("published"):
+        with np.load(inputs["evaluate"] / PUBLISHED_ERRORS_FILE) as errors_file:
+            published = {name: _joint_errors(values, errors_file[name])
+                         for name, values in evaluation["published"].items()}
+        curves.update({f"{name} ({PUBLISHED})": errors for name, errors in published.items()})
     # Folders of earlier versions have no per-frame counts: their segmentation verdicts are "not checked".
     counts_file, stage1_file = inputs["evaluate"] / COUNTS_FILE, inputs["seg_synth"] / SYNTH_TEST_COUNTS_FILE
     counts = load_frame_counts(counts_file) if counts_file.is_file() else {}
@@ -299,6 +316,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         table2_counts=table_counts["table2"],
         table3_counts=table_counts["table3"],
         table4_errors_mm=errors_mm,
+        table4_published=published,
         curves=curves,
         seconds={name: stage["seconds"] for name, stage in stages.items()},
         manifests=manifests,

@@ -92,6 +92,7 @@ def write_report(
     table2_counts: Mapping[str, FrameCounts] | None = None,
     table3_counts: Mapping[str, FrameCounts] | None = None,
     table4_errors_mm: Mapping[str, np.ndarray] | None = None,
+    table4_published: Mapping[str, JointErrors] | None = None,
     curves: Mapping[str, JointErrors] | None = None,
     seconds: Mapping[str, float],
     manifests: Mapping[str, Mapping],
@@ -109,6 +110,8 @@ def write_report(
         results behind them (`FrameCounts`, (N, 14) joint errors in mm), for the
         verdicts' 95 % intervals; result objects carry their own. Without them a
         verdict is "Not checked".
+    table4_published: method -> errors of its published predictions on the same
+        test frames: Table 4's rows on top, marked, without a verdict.
     curves: method -> `JointErrors`; written as success_curves.csv (max-error
         curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
     seconds: wall time per stage. manifests: name -> data set manifest dict
@@ -127,7 +130,7 @@ def write_report(
         if not path.is_file():
             raise UserError(f"figure {name!r}: no such file {path}")
     tables = [build_table2(table2, table2_counts), build_table3(table3, table3_counts),
-              build_table4(table4, table4_errors_mm)]
+              build_table4(table4, table4_errors_mm, table4_published)]
     unknown = set(not_run or {}) - {table.name for table in tables} - set(FIGURE_TITLES)
     if unknown:
         raise UserError(f"not_run: {', '.join(sorted(unknown))} is not a table or figure of the paper")
