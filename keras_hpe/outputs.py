@@ -13,7 +13,9 @@ Every command writes its results through these helpers, so that
 - an output folder that a failing command created is removed again if it holds
   no file (`output_folder`);
 - two processes never write one folder at once (`folder_lock`): the second
-  gets an error at once instead of mixing its files with the first's.
+  gets an error at once instead of mixing its files with the first's;
+- the artefacts of a reproduction record the paths inside its run folder
+  relative to it (`recorded_path`), so that the folder can be moved or copied.
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write `text` to the file `path` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def recorded_path(path: str | os.PathLike, run_dir: str | os.PathLike | None) -> str:
+    """`path` as an artefact records it: relative to `run_dir` (a reproduction's run folder) when inside it, so that
+    the folder can be moved or copied to another machine; as given otherwise (or without `run_dir`)."""
+    if run_dir is not None:
+        resolved, base = Path(path).resolve(), Path(run_dir).resolve()
+        if resolved.is_relative_to(base):
+            return resolved.relative_to(base).as_posix()
+    return str(path)
 
 
 @contextlib.contextmanager

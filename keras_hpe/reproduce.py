@@ -10,7 +10,7 @@ of earlier stages into its own folder `OUT/<stage>/`:
     seg_weak                                stage 2: segmentation fine-tuned on synthetic + restored real
     reg_direct, reg_cascade, reg_semi, reg_full   stage 3: the regression variants (a)-(d)
     reg_oracle                              (e): regression from the true segmentation, a diagnostic (simulated data)
-    evaluate                                Tables 2-4 numbers, success curves, Fig. 5, 6 and 9
+    evaluate                                Tables 2-4 numbers, success curves, Fig. 5, 6, 7 and 9
     export                                  the full method as a TF Serving SavedModel
     report                                  README.md, tables, figures and summary.json
 
@@ -96,7 +96,7 @@ class ReproducePlan:
         table2_methods: the restorations compared in Table 2.
         seg_epochs, reg_epochs, batch_size: override the preset's (None: keep them).
         seg_weak_epochs: fine-tuning epochs of stage 2 (paper: 10).
-        fig5_frames, fig9_frames: frames shown in Fig. 5 and Fig. 9.
+        fig5_frames, fig7_frames, fig9_frames: frames shown in Fig. 5, Fig. 7 and Fig. 9.
     """
 
     name: str
@@ -120,13 +120,14 @@ class ReproducePlan:
     reg_epochs: int | None = None
     batch_size: int | None = None
     fig5_frames: int = 6
+    fig7_frames: int = 4
     fig9_frames: int = 24
 
     def __post_init__(self) -> None:
         counts = {name: getattr(self, name) for name in
                   ("size", "synth_frames", "synth_test_frames", "real_frames", "real_test_frames", "shard_size",
                    "dictionary_every", "dictionary_trees", "search_k", "restore_workers", "seg_weak_epochs",
-                   "fig5_frames", "fig9_frames")}
+                   "fig5_frames", "fig7_frames", "fig9_frames")}
         for name, value in counts.items():
             if int(value) != value or value < 1:
                 raise UserError(f"reproduce plan {self.name!r}: {name} must be an integer >= 1, got {value!r}")
@@ -167,7 +168,7 @@ PLANS: dict[str, ReproducePlan] = {
         name="tiny", preset="quick", size=32,
         synth_frames=48, synth_test_frames=16, real_frames=32, real_test_frames=16, shard_size=32,
         dictionary_trees=2, search_k=50, restore_workers=1, seg_epochs=2, seg_weak_epochs=2, reg_epochs=2,
-        batch_size=16, fig5_frames=3, fig9_frames=6,
+        batch_size=16, fig5_frames=3, fig7_frames=2, fig9_frames=6,
     ),
 }
 
@@ -236,17 +237,21 @@ def reproduce(
     sensor_config: SensorConfig | None = None,
     seed: int = 0,
     progress: bool = True,
+    compare_dir: str | os.PathLike | None = None,
 ) -> ReproduceResult:
     """Run every stage of `plan` into `out_dir`, skipping those already done; write the report and the export.
 
     `nyu_root` replaces the simulated real domain by the NYU data set at that
     folder (train/ and test/); `sensor_config` (a `data.sensor.SensorConfig`)
-    replaces the default sensor model of the simulated one.
+    replaces the default sensor model of the simulated one. `compare_dir` (with
+    `nyu_root`) holds other methods' published predictions of the NYU test frames,
+    one text file per method (`evaluation.joints.read_published_predictions`):
+    rows of Table 4 and curves of Fig. 8.
     """
     from tqdm.auto import tqdm
 
     stages = build_stages(plan, reports_dir=reports_dir, saved_models_dir=saved_models_dir, nyu_root=nyu_root,
-                          sensor_config=sensor_config, seed=seed)
+                          sensor_config=sensor_config, seed=seed, compare_dir=compare_dir)
     records: dict[str, StageRecord] = {}
     fingerprints: dict[str, str] = {}
     # One reproduction per folder at a time: a second one gets a UserError instead of mixing stages.
@@ -325,6 +330,7 @@ def build_stages(
     nyu_root: str | os.PathLike | None = None,
     sensor_config: SensorConfig | None = None,
     seed: int = 0,
+    compare_dir: str | os.PathLike | None = None,
 ) -> list[Stage]:
     """The stages of a run, in order, with their parameters; checks the user's inputs first."""
     from keras_hpe.data.sensor import SensorConfig
@@ -338,6 +344,7 @@ def build_stages(
         for split in ("train", "test"):
             if not (nyu_root / split).is_dir():
                 raise UserError(f"NYU folder {nyu_root / split} does not exist (expected ROOT/train and ROOT/test)")
+    published = _published_predictions(plan, nyu_root, compare_dir)
     sensor = sensor_config or SensorConfig()
     seg = asdict(preset.seg)
     reg_config = preset.reg
@@ -390,10 +397,13 @@ def build_stages(
               {"config": seg, "epochs": plan.seg_weak_epochs, "batch_size": plan.batch_size,
                "seed": derived_seed(seed, "seg_weak")}, partial(run_seg_weak, config=preset.seg)),
         *reg_stages,
-        Stage("evaluate", ("seg_synth", "seg_weak", "dictionary", "real_test", *(s.name for s in reg_stages)),
+        Stage("evaluate", ("seg_synth", "seg_weak", "dictionary", "real_test", *(s.name for s in reg_stages), "real",
+                           "restore"),
               {"table2_methods": list(plan.table2_methods), "patch": plan.patch, "window": plan.window,
-               "fig5_frames": plan.fig5_frames, "fig9_frames": plan.fig9_frames,
-               "seed": derived_seed(seed, "evaluate")}, partial(run_evaluate, workers=plan.restore_workers)),
+               "fig5_frames": plan.fig5_frames, "fig7_frames": plan.fig7_frames, "fig9_frames": plan.fig9_frames,
+               "seed": derived_seed(seed, "evaluate"),
+               "published": {name: hashlib.sha256(uvd.tobytes()).hexdigest() for name, uvd in published.items()}},
+              partial(run_evaluate, workers=plan.restore_workers, published=published)),
         # The export comes before the report, so that the report can say where it is and how long it took.
         Stage("export", ("seg_weak", "reg_full"), {"saved_models": str(saved_models_dir)}, run_export,
               outside=lambda result: Path(result["export_path"]) / "saved_model.pb"),
@@ -432,6 +442,20 @@ def headline_numbers(summary: dict) -> dict:
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------
+
+
+def _published_predictions(
+    plan: ReproducePlan, nyu_root: Path | None, compare_dir: str | os.PathLike | None
+) -> dict[str, np.ndarray]:
+    """--compare's predictions by method, checked against the NYU test frames the plan evaluates (none without it)."""
+    from keras_hpe.data.nyu import read_joints
+    from keras_hpe.evaluation.joints import read_published_predictions
+
+    if compare_dir is None:
+        return {}
+    if nyu_root is None:
+        raise UserError("--compare needs --nyu-root: published predictions are of the NYU test frames")
+    return read_published_predictions(compare_dir, min(plan.real_test_frames, len(read_joints(nyu_root / "test")[0])))
 
 
 def _read_stage(folder: Path) -> dict | None:

@@ -3,6 +3,8 @@
 `reproduce.build_stages` lists them with their parameters; a runner is called
 as `run(work, inputs, params, progress)` with `inputs` the folders of the
 stages it reads, and returns the JSON result that `stage.json` records.
+`work.parent` is the run folder: what the stages write records the paths
+inside it relative to it (`outputs.recorded_path`), so that it can be moved.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.outputs import atomic_path, write_text
+from keras_hpe.outputs import atomic_path, recorded_path, write_text
 
 STAGE_FILE = "stage.json"
 DATA = "data"  # a data stage's data set sub-folder
@@ -22,16 +24,14 @@ DICTIONARY = "index"
 RESTORED = "restored"
 EVALUATION_FILE = "evaluation.json"
 ERRORS_FILE = "joint_errors.npz"
+PUBLISHED_ERRORS_FILE = "published_joint_errors.npz"  # --compare's methods, by name
 COUNTS_FILE = "segmentation_counts.npz"  # per-frame counts of every Table 2/3 row, for the intervals
 SYNTH_TEST_COUNTS_FILE = "synth_test_counts.npz"  # stage 1's, on the held-out synthetic frames
 FIGURES = "figures"
+SHOWN_RUN = "OUT"  # the report shows the run folder as the option that names it
 REG_VARIANTS = ("direct", "cascade", "semi", "full", "oracle")
-NYU_NO_LABELS = (
-    "not run: the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
-)
-NYU_NO_ORACLE = (
-    "not run: the NYU Hand Pose Dataset has no part labels, and the oracle (e) regresses from the true segmentation"
-)
+NYU_NO_LABELS = "the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
+NYU_NO_ORACLE = "the NYU Hand Pose Dataset has no part labels, and the oracle (e) regresses from the true segmentation"
 
 
 def run_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
@@ -65,7 +65,7 @@ def run_seg_synth(work: Path, inputs: dict[str, Path], params: dict, progress: b
 
     result = train_segmentation(inputs["synth"] / DATA, work, config, val_dir=inputs["synth_test"] / DATA,
                                 epochs=params["seg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                                progress=progress)
+                                progress=progress, run_dir=work.parent)
     # Scored again here for the per-frame counts behind stage 1's interval (the metrics JSON keeps totals only).
     scores = evaluate_model(load_segmentation_model(result.model_path), inputs["synth_test"] / DATA)[0]
     save_frame_counts(work / SYNTH_TEST_COUNTS_FILE, {"synth_test": scores.frame_counts})
@@ -78,7 +78,7 @@ def run_dictionary(work: Path, inputs: dict[str, Path], params: dict, progress: 
 
     data = inputs["synth"] / DATA
     labels = load_arrays(data, ["labels"])["labels"][:: params["every"]]
-    source = {"path": str(data.resolve()), "every": params["every"], "frames_used": int(len(labels)),
+    source = {"path": recorded_path(data, work.parent), "every": params["every"], "frames_used": int(len(labels)),
               "manifest": _manifest_dict(read_manifest(data))}
     meta = build_dictionary(labels, work / DICTIONARY, patch=params["patch"], n_trees=params["trees"],
                             search_k=params["search_k"], seed=params["seed"], source_manifest=source,
@@ -92,7 +92,7 @@ def run_restore(work: Path, inputs: dict[str, Path], params: dict, progress: boo
     result = restore_dataset(
         inputs["seg_synth"] / "seg_synth.keras", inputs["dictionary"] / DICTIONARY, inputs["real"] / DATA,
         work / RESTORED, method=params["method"], patch=params["patch"], window=params["window"],
-        workers=workers, progress=progress,
+        workers=workers, progress=progress, run_dir=work.parent,
     )
     return result.summary
 
@@ -106,7 +106,7 @@ def run_seg_weak(work: Path, inputs: dict[str, Path], params: dict, progress: bo
     result = train_segmentation_weak(
         inputs["seg_synth"] / "seg_synth.keras", inputs["synth"] / DATA, inputs["restore"] / RESTORED, work, config,
         epochs=params["epochs"], batch_size=params["batch_size"], val_dir=real_test if labelled else None,
-        seed=params["seed"], progress=progress,
+        seed=params["seed"], progress=progress, run_dir=work.parent,
     )
     return {"model": result.model_path.name, "real_test": result.metrics.get("val")}
 
@@ -119,13 +119,19 @@ def run_reg(
     seg_path = None if seg_model is None else inputs[seg_model] / f"{seg_model}.keras"
     result = train_regression(inputs["real"] / DATA, work, params["variant"], config, seg_path=seg_path,
                               epochs=params["reg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                              progress=progress)
+                              progress=progress, run_dir=work.parent)
     return {"models": [path.name for path in result.model_paths]}
 
 
-def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int) -> dict:
-    """Tables 2-4 on the real test split, the success curves' errors and the picture figures."""
-    from keras_hpe.data.dataset import load_frames, read_manifest
+def run_evaluate(
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, workers: int,
+    published: dict[str, np.ndarray],
+) -> dict:
+    """Tables 2-4 on the real test split, the success curves' errors and the picture figures (Fig. 7 from the
+    real training frames the restore stage rejected). `published`: other methods' predictions (uvd) of the test
+    frames, scored like `keras-hpe evaluate-joints` scores them."""
+    from keras_hpe.data.dataset import load_arrays, load_frames, read_manifest
+    from keras_hpe.evaluation.joints import evaluate_joints
     from keras_hpe.evaluation.restoration import table2_scores, table3_scores
     from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
     from keras_hpe.reports.figures import plot_pose_montage, sample_frames
@@ -169,7 +175,17 @@ def run_evaluate(work: Path, inputs: dict[str, Path], params: dict, progress: bo
         errors_mm[variant] = errors.errors_mm
         pred_full_uvd = pred_uvd if variant == "full" else pred_full_uvd
     np.savez(work / ERRORS_FILE, **errors_mm)
+    if published:
+        gt_uvd = load_arrays(real_test, ["joints_uvd"])["joints_uvd"]
+        scores = {name: evaluate_joints(pred_uvd, gt_uvd) for name, pred_uvd in published.items()}
+        evaluation["published"] = {name: errors.to_dict() for name, errors in scores.items()}
+        np.savez(work / PUBLISHED_ERRORS_FILE, **{name: errors.errors_mm for name, errors in scores.items()})
     save_frame_counts(work / COUNTS_FILE, counts)
+    fig7 = _restoration_failures(figures_dir / "fig7_restoration_failures.png", inputs, params)
+    if isinstance(fig7, str):
+        evaluation["not_run"]["fig7"] = fig7
+    else:
+        figures["fig7"], evaluation["fig7"] = fig7.pop("figure"), fig7
     frames = sample_frames(manifest.count, params["fig9_frames"], params["seed"])
     arrays = load_frames(real_test, frames, ["depth_mm", "center_uvd", "joints_uvd"])
     figures["fig9"] = plot_pose_montage(
@@ -201,6 +217,42 @@ def _segmentation_examples(
                                       fine_tuned=fine_tuned, ground_truth=arrays["labels"])
 
 
+def _restoration_failures(out_png: Path, inputs: dict[str, Path], params: dict) -> dict | str:
+    """Fig. 7 for rejected real training frames drawn with the run's seed: its file name, the frames and their
+    qualities as recomputed; or why there is none.
+
+    The restore stage keeps only the accepted maps, so the chosen frames are predicted and
+    restored again by the functions it used, with its method and window.
+    """
+    from keras_hpe.data.dataset import load_frames, read_manifest
+    from keras_hpe.models.segmentation import predict_parts
+    from keras_hpe.reports.figures import plot_restoration_failures, sample_frames
+    from keras_hpe.restoration.pseudo_labels import QUALITY_NAME, read_quality_csv, read_restored_manifest
+    from keras_hpe.restoration.quality import gate_restorations
+    from keras_hpe.restoration.restore import restore_frames
+    from keras_hpe.training.seg import load_segmentation_model
+
+    restored_dir, real = inputs["restore"] / RESTORED, inputs["real"] / DATA
+    quality = read_quality_csv(restored_dir / QUALITY_NAME)
+    rejected = quality["frame"][~quality["accepted"]]
+    if not len(rejected):
+        return f"the quality gate rejected none of the {len(quality['frame'])} restored real training frames"
+    frames = rejected[sample_frames(len(rejected), params["fig7_frames"], params["seed"])]
+    job = read_restored_manifest(restored_dir).params["restoration"]
+    manifest = read_manifest(real)
+    arrays = load_frames(real, frames, ["depth_mm", "center_uvd", "joints_xyz"])
+    model = load_segmentation_model(inputs["seg_synth"] / "seg_synth.keras")
+    raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2])[1]
+    restored = restore_frames(raw, inputs["dictionary"] / DICTIONARY, method=job["method"], window=job["window"],
+                              patch=params["patch"])
+    geometry = {"cube_mm": manifest.cube_mm, "camera": manifest.camera_model}
+    gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"], arrays["joints_xyz"], **geometry)
+    plot_restoration_failures(out_png, arrays["depth_mm"], raw, restored, arrays["joints_xyz"], arrays["center_uvd"],
+                              gate, frame_ids=frames, **geometry)
+    return {"figure": out_png.name, "frames": frames.tolist(), "raw_quality_mm": gate.raw_quality_mm.tolist(),
+            "restored_quality_mm": gate.restored_quality_mm.tolist()}
+
+
 def run_export(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
     from keras_hpe.export import export_estimator
     from keras_hpe.pipeline import load_estimator
@@ -215,7 +267,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
     from keras_hpe.data.dataset import read_manifest
     from keras_hpe.evaluation.segmentation import load_frame_counts
     from keras_hpe.reports.report import write_report
-    from keras_hpe.reports.tables import TABLE4_METHODS
+    from keras_hpe.reports.tables import PUBLISHED, TABLE4_METHODS
     from keras_hpe.restoration.index import DictionaryMeta
 
     reports_dir = Path(params["reports"])
@@ -229,6 +281,12 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         errors_mm = {variant: errors_file[variant] for variant in evaluation["table4"]}
     curves = {TABLE4_METHODS[variant]: _joint_errors(values, errors_mm[variant])
               for variant, values in evaluation["table4"].items()}
+    published = {}
+    if evaluation.get("published"):
+        with np.load(inputs["evaluate"] / PUBLISHED_ERRORS_FILE) as errors_file:
+            published = {name: _joint_errors(values, errors_file[name])
+                         for name, values in evaluation["published"].items()}
+        curves.update({f"{name} ({PUBLISHED})": errors for name, errors in published.items()})
     # Folders of earlier versions have no per-frame counts: their segmentation verdicts are "not checked".
     counts_file, stage1_file = inputs["evaluate"] / COUNTS_FILE, inputs["seg_synth"] / SYNTH_TEST_COUNTS_FILE
     counts = load_frame_counts(counts_file) if counts_file.is_file() else {}
@@ -241,7 +299,6 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
     dictionary = DictionaryMeta.from_dict(json.loads((inputs["dictionary"] / DICTIONARY / "meta.json").read_text()))
     config = {
         **{key: params[key] for key in ("plan", "preset", "seed", "real_domain")},
-        "not_run": evaluation["not_run"],
         "restoration": stages["restore"]["result"],
         "dictionary": {key: value for key, value in dictionary.to_dict().items() if key != "source_manifest"},
         "export": stages["export"]["result"],
@@ -251,7 +308,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         "per_pixel": 100.0 * synth_test["per_pixel_accuracy"], "per_class": 100.0 * synth_test["mean_class_accuracy"],
         "frames": synth_test["frames"]}
     # The report is read on other machines: paths of this one's folders appear as the options naming them.
-    folders = {"OUT": work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
+    folders = {SHOWN_RUN: work.parent, "SAVED_MODELS": Path(stages["export"]["params"]["saved_models"])}
     manifests, config = _shown_paths(manifests, folders), _shown_paths(config, folders)
     readme = write_report(
         reports_dir,
@@ -263,11 +320,13 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
         table2_counts=table_counts["table2"],
         table3_counts=table_counts["table3"],
         table4_errors_mm=errors_mm,
+        table4_published=published,
         curves=curves,
         seconds={name: stage["seconds"] for name, stage in stages.items()},
         manifests=manifests,
         config=config,
         figures=figures,
+        not_run=evaluation["not_run"],
     )
     return {"readme": str(readme), "summary": str(reports_dir / "summary.json")}
 
@@ -283,12 +342,15 @@ def _joint_errors(values: dict, errors_mm: np.ndarray):
     )
 
 
-def _shown_paths(value, folders: dict[str, Path]):
-    """`value` with every path string inside one of `folders` written as "NAME/relative/path"."""
+def _shown_paths(value, folders: dict[str, Path], key: str | None = None):
+    """`value` with every path string inside one of `folders` written as "NAME/relative/path", and every
+    relative "path" value, recorded relative to the run folder, as "OUT/relative/path" (`SHOWN_RUN`)."""
     if isinstance(value, dict):
-        return {key: _shown_paths(item, folders) for key, item in value.items()}
+        return {name: _shown_paths(item, folders, name) for name, item in value.items()}
     if isinstance(value, list):
         return [_shown_paths(item, folders) for item in value]
+    if key == "path" and isinstance(value, str) and not os.path.isabs(value):
+        return Path(SHOWN_RUN, value).as_posix()
     if isinstance(value, str) and os.path.isabs(value):
         for name, folder in folders.items():
             folder = os.path.abspath(folder)

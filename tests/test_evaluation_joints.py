@@ -14,6 +14,7 @@ from keras_hpe.evaluation.joints import (
     evaluate_joints,
     plot_success_curves,
     read_joints_txt,
+    read_published_predictions,
     success_curve,
 )
 
@@ -168,6 +169,22 @@ def test_read_joints_txt_missing_or_binary_file(tmp_path):
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
     with pytest.raises(UserError, match="joints.png: not a text file"):
         read_joints_txt(binary)
+
+
+def test_published_predictions_by_method_name(tmp_path):
+    (tmp_path / "Tompson.txt").write_text("\n".join(NYU_GT_LINES) + "\n")
+    (tmp_path / "DeepPrior++.txt").write_text("\n".join(NYU_GT_LINES[::-1]) + "\n")
+    (tmp_path / "README.md").write_text("not a method")
+    predictions = read_published_predictions(tmp_path, 2)
+    assert list(predictions) == ["DeepPrior++", "Tompson"]
+    assert predictions["Tompson"][0, 0].tolist() == [169.221, 199.638, 736.417]
+    with pytest.raises(UserError, match=r"DeepPrior\+\+.txt has 2 lines, but the test split evaluated has 3 frames"):
+        read_published_predictions(tmp_path, 3)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"holds no \*.txt file"):
+        read_published_predictions(tmp_path / "empty", 2)
+    with pytest.raises(UserError, match="prediction folder .*absent does not exist"):
+        read_published_predictions(tmp_path / "absent", 2)
 
 
 def test_evaluate_joints_bad_arrays():

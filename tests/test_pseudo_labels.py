@@ -1,7 +1,7 @@
 """The restore step over a real data set: predict -> restore -> quality gate -> data set on disk."""
 
-import csv
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -13,7 +13,13 @@ from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import predict_parts
 from keras_hpe.restoration import pseudo_labels
 from keras_hpe.restoration.index import PatchIndex
-from keras_hpe.restoration.pseudo_labels import QUALITY_NAME, SUMMARY_NAME, file_sha256, restore_dataset
+from keras_hpe.restoration.pseudo_labels import (
+    QUALITY_NAME,
+    SUMMARY_NAME,
+    file_sha256,
+    read_quality_csv,
+    restore_dataset,
+)
 from keras_hpe.restoration.quality import barycenter_qualities
 from keras_hpe.restoration.restore import restore_frames
 
@@ -21,11 +27,6 @@ from keras_hpe.restoration.restore import restore_frames
 def restored(seg_model_path, dictionary_dir, sensor_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("restored") / "restored"
     return restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
-
-
-def read_quality(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def test_only_accepted_frames_are_written_with_their_restored_maps(restored, seg_model_path, dictionary_dir, sensor_dir):
@@ -38,11 +39,11 @@ def test_only_accepted_frames_are_written_with_their_restored_maps(restored, seg
     accepted = restored_quality < raw_quality
     assert 0 < accepted.sum() < len(accepted)  # the gate did reject something: the test checks it
 
-    rows = read_quality(restored.quality_path)
-    assert [int(row["frame"]) for row in rows] == list(range(32))
-    np.testing.assert_array_equal([row["accepted"] == "1" for row in rows], accepted)
-    np.testing.assert_allclose([float(row["raw_quality_mm"]) for row in rows], raw_quality, atol=1e-3)
-    np.testing.assert_allclose([float(row["restored_quality_mm"]) for row in rows], restored_quality, atol=1e-3)
+    quality = read_quality_csv(restored.quality_path)
+    assert quality["frame"].tolist() == list(range(32))
+    np.testing.assert_array_equal(quality["accepted"], accepted)
+    np.testing.assert_allclose(quality["raw_quality_mm"], raw_quality, atol=1e-3)
+    np.testing.assert_allclose(quality["restored_quality_mm"], restored_quality, atol=1e-3)
 
     out = load_arrays(restored.out_dir)
     assert len(out["depth_mm"]) == accepted.sum()
@@ -83,24 +84,30 @@ class Interrupt(Exception):
     """Stands for a killed process."""
 
 
+def counted_restore(calls: list, die_at: int | None = None):
+    """`restore_frames` that counts its calls in `calls` and raises Interrupt at call number `die_at`."""
+
+    def restore(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == die_at:
+            raise Interrupt()
+        return restore_frames(*args, **kwargs)
+
+    return restore
+
+
 def test_killed_run_resumes_and_gives_the_same_data(restored, seg_model_path, dictionary_dir, sensor_dir, tmp_path,
                                                     monkeypatch):
     calls = []
 
-    def restore_then_die(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise Interrupt()
-        return restore_frames(*args, **kwargs)
-
     out = tmp_path / "out"
-    monkeypatch.setattr(pseudo_labels, "restore_frames", restore_then_die)
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls, die_at=2))
     with pytest.raises(Interrupt):
         restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert not out.exists()  # nothing half-written is visible
 
     calls.clear()
-    monkeypatch.setattr(pseudo_labels, "restore_frames", lambda *a, **k: calls.append(1) or restore_frames(*a, **k))
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls))
     result = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert len(calls) == 2  # chunks 1 and 2 of 3; chunk 0 was saved before the kill
     np.testing.assert_array_equal(load_arrays(out)["labels"], load_arrays(restored.out_dir)["labels"])
@@ -109,6 +116,31 @@ def test_killed_run_resumes_and_gives_the_same_data(restored, seg_model_path, di
     calls.clear()
     again = restore_dataset(seg_model_path, dictionary_dir, sensor_dir, out, chunk_frames=12, progress=False)
     assert calls == [] and again.summary == result.summary  # a finished job is not redone
+
+
+def test_a_run_folder_moved_mid_job_resumes_it(restored, seg_model_path, dictionary_dir, sensor_dir, tmp_path,
+                                               monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(dictionary_dir, run / "index")
+    shutil.copytree(sensor_dir, run / "real")
+    shutil.copy(seg_model_path, run / "seg.keras")
+    calls = []
+
+    def restore(folder):
+        return restore_dataset(folder / "seg.keras", folder / "index", folder / "real", folder / "step" / "restored",
+                               chunk_frames=12, progress=False, run_dir=folder)
+
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls, die_at=2))
+    with pytest.raises(Interrupt):
+        restore(run)
+    moved = run.rename(tmp_path / "moved")
+    calls.clear()
+    monkeypatch.setattr(pseudo_labels, "restore_frames", counted_restore(calls))
+    result = restore(moved)
+    assert len(calls) == 2  # the chunk saved before the move was kept
+    job = read_manifest(result.out_dir).params["restoration"]
+    assert (job["model"]["path"], job["index"]["path"], job["source"]["path"]) == ("seg.keras", "index", "real")
+    np.testing.assert_array_equal(load_arrays(result.out_dir)["labels"], load_arrays(restored.out_dir)["labels"])
 
 
 def test_interrupted_job_with_other_parameters_is_refused(seg_model_path, dictionary_dir, sensor_dir, tmp_path,
@@ -152,3 +184,15 @@ def test_a_restored_manifest_needs_its_restoration_job(tmp_path, job):
                      fields=("depth_mm", "labels"), params={"restoration": job}, progress=False)
     with pytest.raises(UserError, match="is not a restored data set"):
         read_restored_manifest(tmp_path / "d")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("frame,raw_quality_mm\n0,1.5\n", "expected the columns frame, raw_quality_mm, restored_quality_mm, accepted"),
+    ("", "expected the columns"),
+    ("frame,raw_quality_mm,restored_quality_mm,accepted\n0,1.5,x,1\n", "cannot read"),
+])
+def test_a_bad_quality_table_is_a_user_error(tmp_path, content, message):
+    path = tmp_path / QUALITY_NAME
+    path.write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_quality_csv(path)

@@ -121,3 +121,23 @@ def test_not_hand_pixels_do_not_move_any_barycenter():
     gate = gate_restorations(armed[None], as_palm[None], arm_depth[None], CENTER_UVD[None], joints[None])
     assert gate.raw_quality_mm[0] == pytest.approx(0.0, abs=1e-6) and gate.restored_quality_mm[0] > 1.0
     assert not gate.accepted[0]
+
+
+def test_gate_explains_each_joint_and_the_parts_a_restoration_removed():
+    labels, depth = _frame()
+    joints = _true_barycenters(labels, depth)
+    restored = labels.copy()
+    restored[restored == 4] = 3  # the thumb's distal part (the thumb tip's) becomes its proximal part
+    gate = gate_restorations(labels[None], restored[None], depth[None], CENTER_UVD[None], joints[None])
+    assert not gate.accepted[0]
+    assert np.flatnonzero(gate.vanished[0]).tolist() == [4]
+    assert gate.raw_joint_mm[0] == pytest.approx(np.zeros(14), abs=1e-6)
+    assert np.nanmean(gate.restored_joint_mm[0]) == pytest.approx(gate.restored_quality_mm[0])
+    # The thumb tip's part is gone (NaN, not a joint that moved); the thumb mid (parts 3, 4) keeps its pixels,
+    # while the thumb root (parts 2, 3) gains the distal part's.
+    assert np.isnan(gate.restored_xyz[0, 8]).all() and np.isnan(gate.restored_joint_mm[0, 8])
+    assert np.isnan(gate.restored_joint_mm[0]).sum() == 1
+    moved = gate.moved_away(0, count=3)
+    assert [joint for joint, _ in moved] == [10]  # no other joint moved: only one is named
+    root = _pixel_xyz(depth)[np.isin(restored, JOINT_PARTS[10])].mean(axis=0)
+    assert moved[0][1] == pytest.approx(np.linalg.norm(root - joints[10]))

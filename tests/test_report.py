@@ -12,7 +12,7 @@ from PIL import Image
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
 from keras_hpe.evaluation.segmentation import FrameCounts, pooled_accuracy
-from keras_hpe.reports.report import machine_info, write_report
+from keras_hpe.reports.report import NOT_GIVEN, machine_info, write_report
 from keras_hpe.reports.tables import INCONCLUSIVE, MEETS, NOT_CHECKED
 from keras_hpe.reproduce import headline_numbers
 
@@ -71,7 +71,7 @@ def report(tmp_path):
 def test_summary_json_has_exactly_the_agreed_shape(report):
     _, out, joints, integrate = report
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
+    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals", "not_run"}
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
     assert set(summary["table4"]) == {"direct", "cascade", "semi", "full", "oracle"}
@@ -149,6 +149,39 @@ def test_csv_files_and_curves(report):
     curves = pd.read_csv(out / "success_curves.csv", index_col="threshold_mm")
     assert list(curves.columns) == ["direct", "full"]
     assert curves["full"].to_numpy() == pytest.approx(100 * joints["full"].curves["max"])
+
+
+def test_every_figure_not_given_says_so(report):
+    readme, out, _, _ = report
+    text = readme.read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["not_run"] == {name: NOT_GIVEN for name in ("fig6", "fig7", "fig9")}
+    assert f"### Fig. 7: restoration failures\n\n*Not run: {NOT_GIVEN}.*" in text
+    assert "### Fig. 5: segmentation examples\n\n![fig5](../fig5.png)" in text
+
+
+def test_a_table_not_run_shows_its_heading_and_why(tmp_path):
+    reason = "the NYU Hand Pose Dataset has no part labels, so segmentation accuracy cannot be measured"
+    joints = {"direct": _joint_errors(6.0, 0), "full": _joint_errors(4.0, 1)}
+    readme = write_report(tmp_path, table4={variant: errors.to_dict() for variant, errors in joints.items()},
+                          table4_errors_mm={variant: errors.errors_mm for variant, errors in joints.items()},
+                          curves=joints, seconds={}, manifests={}, config={}, machine={}, figures={},
+                          not_run={"table2": reason, "table3": reason + ".", "fig5": reason})
+    text = readme.read_text()
+    for title in ("Table 2: restoration of the real evaluation split's segmentations",
+                  "Table 3: semi/weakly-supervised training of the segmentation network"):
+        section = text.split(f"### {title}")[1].split("\n### ")[0]
+        assert section.strip().splitlines()[-1] == f"*Not run: {reason}.*"  # one line, no table body
+        assert "| method |" not in section
+    assert text.count("| method |") == 1  # Table 4's
+    assert f"### Fig. 5: segmentation examples\n\n*Not run: {reason}.*" in text
+    assert "### Fig. 8: success curves\n\n![fig8](fig8_success_curves.png)" in text
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["not_run"] == {"table2": reason, "table3": reason, "fig5": reason, "fig6": NOT_GIVEN,
+                                  "fig7": NOT_GIVEN, "fig9": NOT_GIVEN}
+    with pytest.raises(UserError, match="not_run: table5 is not a table or figure of the paper"):
+        write_report(tmp_path / "a", seconds={}, manifests={}, config={}, machine={}, figures={},
+                     not_run={"table5": reason})
 
 
 def test_nyu_manifest_changes_the_data_statement(tmp_path):

@@ -1,4 +1,4 @@
-"""Figures 5 and 9 from a tiny simulated-real evaluation set: PNG size, content, bad input."""
+"""Figures 5, 7 and 9 from a tiny simulated-real evaluation set: PNG size, content, bad input."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,15 @@ from keras_hpe.data.dataset import load_frames, read_manifest
 from keras_hpe.data.show import NOT_HAND_RGB, labels_rgb
 from keras_hpe.data.skeleton import PART_COLORS
 from keras_hpe.errors import UserError
-from keras_hpe.reports.figures import CAPTION_PX, plot_pose_montage, plot_segmentation_examples, sample_frames
+from keras_hpe.reports.figures import (
+    CAPTION_PX,
+    _rejection_text,
+    plot_pose_montage,
+    plot_restoration_failures,
+    plot_segmentation_examples,
+    sample_frames,
+)
+from keras_hpe.restoration.quality import gate_restorations
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +70,31 @@ def test_pose_montage_size_and_skeletons(frames, tmp_path):
     away[..., 0] += 1000.0
     empty = _rgb(plot_pose_montage(tmp_path / "away.png", data["depth_mm"], away, data["center_uvd"], **common))
     assert _saturated(empty[: 3 * 64]).sum() < 0.1 * _saturated(rgb[: 3 * 64]).sum()
+
+
+def test_restoration_failures_show_maps_and_reasons(frames, tmp_path):
+    data, manifest = frames
+    raw = data["labels"][:3]
+    restored = np.where(np.isin(raw, (4, 8)), 1, raw).astype(np.uint8)  # thumb and index tips become palm
+    geometry = dict(cube_mm=manifest.cube_mm, camera=manifest.camera_model)
+    gate = gate_restorations(raw, restored, data["depth_mm"][:3], data["center_uvd"][:3], data["joints_xyz"][:3],
+                             **geometry)
+    out = plot_restoration_failures(tmp_path / "fig7.png", data["depth_mm"][:3], raw, restored, data["joints_xyz"][:3],
+                                    data["center_uvd"][:3], gate, frame_ids=np.array([4, 9, 11]), panel_px=128,
+                                    **geometry)
+    rgb = _rgb(out)
+    assert rgb.shape == (3 * 128 + CAPTION_PX, 5 * 128, 3)  # the reasons take two panels' width
+    column = lambda k: rgb[CAPTION_PX:, k * 128 + 4 : (k + 1) * 128 - 4]  # noqa: E731
+    colours = lambda k: {tuple(c) for c in np.unique(column(k).reshape(-1, 3), axis=0)}  # noqa: E731
+    # The tips' few pixels lie under the markers of their barycenters; every other part is drawn.
+    assert {PART_COLORS[p] for p in np.unique(raw) if p not in (0, 4, 8)} <= colours(1)
+    assert not {PART_COLORS[4], PART_COLORS[8]} & colours(2)
+    assert all(_saturated(column(0)[r * 128 : (r + 1) * 128]).sum() > 10 for r in range(3))  # annotated skeletons
+    text = rgb[CAPTION_PX:, 3 * 128:]
+    assert all((text[r * 128 : (r + 1) * 128] < 100).all(axis=-1).sum() > 50 for r in range(3))  # words in each row
+    reasons = _rejection_text(gate, 0, 4, gate.moved_away(0))
+    assert reasons.startswith(f"frame #4: quality {gate.raw_quality_mm[0]:.1f} mm raw,")
+    assert "thumb distal" in reasons and "index distal" in reasons and "thumb tip +" in reasons
 
 
 def test_sample_frames_is_seeded_and_distinct():

@@ -286,3 +286,23 @@ def test_bad_joint_numbers_raise_user_errors():
         table4({"full": _joints(float("nan"), 3.0)})
     with pytest.raises(UserError, match="mean_2d_px must be an error >= 0"):
         table4({"full": _joints(12.0, -1.0)})
+
+
+def test_table4_published_rows_are_marked_and_get_no_verdict():
+    rng = np.random.default_rng(6)
+    direct = rng.uniform(15, 30, (FRAMES, 14))
+    errors = {"direct": direct, "full": 0.8 * direct}
+    results = {key: _joints(values.mean(), 5.0) for key, values in errors.items()}
+    gt = rng.uniform(300, 700, (FRAMES, 14, 3))
+    published = {"DeepPrior": evaluate_joints(gt + [0.0, 0.0, 12.0], gt)}
+    table = table4(results, errors, published)
+    assert list(table.frame.index[:2]) == ["published/DeepPrior", "direct"]  # the literature on top, as in the paper
+    row = table.frame.loc["published/DeepPrior"]
+    assert row["status"] == "published" and row["mean_3d_mm"] == pytest.approx(published["DeepPrior"].mean_3d_mm)
+    assert table.ran and len(table.verdicts) == len(table4(results, errors).verdicts)
+    assert "| DeepPrior (published predictions, not trained here; no verdict) | " in table.body
+    assert table.body.splitlines()[2].endswith("| n/a |")
+    assert table.summary["published/DeepPrior"]["mean_3d_mm"] == pytest.approx(row["mean_3d_mm"])
+    assert table.intervals["published/DeepPrior"]["change_3d_vs_direct_percent"].frames == FRAMES
+    assert any("published predictions (`reproduce --compare`)" in note for note in table.notes)
+    assert not any("--compare" in note for note in table4(results, errors).notes)

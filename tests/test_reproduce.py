@@ -3,9 +3,11 @@
 import contextlib
 import io
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from keras_hpe import reproduce as reproduce_module
@@ -61,14 +63,16 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     assert str(paths["out"]) not in readme and str(paths["saved"]) not in readme
     assert '"OUT/seg_synth/seg_synth.keras"' in readme and '"SAVED_MODELS/1"' in readme
     summary = json.loads((paths["reports"] / "summary.json").read_text())
-    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals"}
+    assert set(summary) == {"table2", "table3", "table4", "seconds", "verdicts", "intervals", "not_run"}
+    assert summary["not_run"] == {}  # every table and figure of the paper
     assert set(summary["table2"]) == {"none", "center", "integrate", "crf_potts", "crf_overlap"}
     assert set(summary["table3"]) == {"synthetic_only", "semi_weak"}
     assert set(summary["table4"]) == {"direct", "cascade", "semi", "full", "oracle"}
     assert all(row["mean_3d_mm"] > 0 for row in summary["table4"].values())
     assert all(0 <= row["per_pixel"] <= 100 for row in summary["table2"].values())
     assert list(summary["seconds"]) == list(STAGES[:-1])  # every stage before the report itself
-    for figure in ("fig5_segmentation.png", "fig6_per_part_accuracy.png", "fig9_pose_montage.png"):
+    for figure in ("fig5_segmentation.png", "fig6_per_part_accuracy.png", "fig7_restoration_failures.png",
+                   "fig9_pose_montage.png"):
         assert (paths["reports"] / "figures" / figure).is_file()
     assert (paths["reports"] / "fig8_success_curves.png").is_file()
     # TF Serving layout <name>/<version>/
@@ -82,6 +86,57 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     for stage in STAGES:
         assert json.loads((paths["out"] / stage / STAGE_FILE).read_text())["stage"] == stage
         assert not (paths["out"] / f"{stage}.partial").exists()
+
+
+def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage_did(tiny_run):
+    from keras_hpe.restoration.pseudo_labels import read_quality_csv
+
+    _, _, paths = tiny_run
+    fig7 = json.loads((paths["out"] / "evaluate" / "evaluation.json").read_text())["fig7"]
+    quality = read_quality_csv(paths["out"] / "restore" / "restored" / "quality.csv")
+    frames = fig7["frames"]
+    assert len(frames) == get_plan("tiny").fig7_frames and frames == sorted(set(frames))
+    assert not quality["accepted"][frames].any()
+    # Recomputed with the restore stage's functions: the same qualities as it recorded.
+    np.testing.assert_allclose(fig7["raw_quality_mm"], quality["raw_quality_mm"][frames], atol=2e-3)
+    np.testing.assert_allclose(fig7["restored_quality_mm"], quality["restored_quality_mm"][frames], atol=2e-3)
+    readme = (paths["reports"] / "README.md").read_text()
+    assert readme.index("![fig6]") < readme.index("![fig7](figures/fig7_restoration_failures.png)") < readme.index(
+        "![fig8]")
+
+
+def test_no_json_in_the_run_folder_records_its_absolute_path(tiny_run):
+    _, _, paths = tiny_run
+    files = list(paths["out"].rglob("*.json"))
+    assert len(files) > 20  # stage.json files, manifests, metrics, the dictionary's meta.json, the restore summary
+    for file in files:
+        text = file.read_text()
+        assert str(paths["out"]) not in text and str(paths["out"].resolve()) not in text, file
+    restore = json.loads((paths["out"] / "restore" / STAGE_FILE).read_text())["result"]["job"]
+    assert restore["model"]["path"] == "seg_synth/seg_synth.keras" and restore["source"]["path"] == "real/data"
+    assert json.loads((paths["out"] / "reg_full" / "reg_full.json").read_text())["seg_model"] == \
+        "seg_weak/seg_weak.keras"
+    readme = (paths["reports"] / "README.md").read_text()  # the report still shows them under OUT
+    assert '"path": "OUT/real/data"' in readme and '"path": "OUT/dictionary/index"' in readme
+
+
+def test_a_moved_run_folder_resumes_without_rerunning_finished_stages(tiny_run, tmp_path):
+    _, _, paths = tiny_run
+    moved = tmp_path / "moved"
+    shutil.copytree(paths["out"], moved)
+    shutil.rmtree(moved / "evaluate")  # as if the run had stopped before the evaluation
+    hidden = paths["out"].with_name("hidden")
+    paths["out"].rename(hidden)  # nothing may be read from the old place
+    try:
+        resumed = reproduce(get_plan("tiny"), moved, reports_dir=tmp_path / "reports", saved_models_dir=paths["saved"],
+                            progress=False)
+    finally:
+        hidden.rename(paths["out"])
+    assert {stage.name for stage in resumed.stages if stage.ran} == {"evaluate", "report"}
+    # The evaluation read the regression models' segmentation models at their new place.
+    before = json.loads((paths["out"] / "evaluate" / "evaluation.json").read_text())["table4"]
+    after = json.loads((moved / "evaluate" / "evaluation.json").read_text())["table4"]
+    assert after["full"]["mean_3d_mm"] == pytest.approx(before["full"]["mean_3d_mm"], rel=1e-6)
 
 
 def test_rerun_skips_everything_then_a_changed_param_reruns_only_downstream(tiny_run):

@@ -33,6 +33,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--nyu-root", type=Path, default=None,
                         help="use the NYU Hand Pose Dataset at this folder (train/, test/) as the real domain "
                         "instead of the simulated one; Tables 2-3 are then not run (NYU has no part labels)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="DIR",
+                        help="with --nyu-root: a folder of other methods' published NYU test predictions, one "
+                        "DIR/<method>.txt per method in evaluate-joints' format (one line per test frame used, "
+                        "14 joints x u v d), each scored like evaluate-joints and added to Table 4 and Fig. 8")
     parser.add_argument("--sensor-config", type=Path, default=None,
                         help="JSON object overriding fields of the simulated sensor model (data.sensor.SensorConfig)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
@@ -56,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         sensor_config=sensor_config,
         seed=args.seed,
         progress=not args.no_progress,
+        compare_dir=args.compare,
     )
     ran = [stage.name for stage in result.stages if stage.ran]
     print(f"stages run: {', '.join(ran) if ran else 'none (all up to date)'}")

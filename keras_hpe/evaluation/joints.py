@@ -182,6 +182,24 @@ def read_joints_txt(path: str | os.PathLike) -> np.ndarray:
     return uvd
 
 
+def read_published_predictions(folder: str | os.PathLike, frames: int) -> dict[str, np.ndarray]:
+    """Other methods' published predictions: every `*.txt` file of `folder` (`read_joints_txt`), by method name
+    (the file name without `.txt`), in name order; each must hold one line per frame of the `frames` evaluated."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"prediction folder {folder} does not exist")
+    paths = sorted(folder.glob("*.txt"))
+    if not paths:
+        raise UserError(f"prediction folder {folder} holds no *.txt file (one per method, one line per test frame)")
+    predictions = {}
+    for path in paths:
+        predictions[path.stem] = read_joints_txt(path)
+        if len(predictions[path.stem]) != frames:
+            raise UserError(f"{path} has {len(predictions[path.stem])} lines, but the test split evaluated has "
+                            f"{frames} frames: one line per frame, in order")
+    return predictions
+
+
 def plot_success_curves(
     results: Mapping[str, JointErrors],
     out_png: str | os.PathLike,

@@ -32,14 +32,30 @@ TITLE = (
     "Reproduction of Neverova et al., \"Hand Pose Estimation through Semi-Supervised and "
     "Weakly-Supervised Learning\" (CVIU 2017)"
 )
-FIGURE_CAPTIONS = {
-    "fig5": "Fig. 5: segmentation examples on the real evaluation split: depth, prediction after synthetic "
-            "training only, restored (eq. 2), prediction after semi/weakly-supervised fine-tuning, ground truth; "
-            "the percentage is the frame's per-pixel accuracy.",
-    "fig6": "Fig. 6: accuracy per hand part, before and after semi/weakly-supervised training.",
-    "fig8": "Fig. 8: fraction of test frames whose maximum joint error is within D.",
-    "fig9": "Fig. 9: predicted skeletons of the full method on randomly drawn test frames.",
+# The paper's figures, in its order: each has a section in the README, drawn or with the reason it is not.
+FIGURE_TITLES = {
+    "fig5": "Fig. 5: segmentation examples",
+    "fig6": "Fig. 6: accuracy per hand part",
+    "fig7": "Fig. 7: restoration failures",
+    "fig8": "Fig. 8: success curves",
+    "fig9": "Fig. 9: predicted skeletons",
 }
+FIGURE_CAPTIONS = {
+    "fig5": "On the real evaluation split: depth, prediction after synthetic training only, restored (eq. 2), "
+            "prediction after semi/weakly-supervised fine-tuning, ground truth; the percentage is the frame's "
+            "per-pixel accuracy.",
+    "fig6": "Accuracy per hand part, before and after semi/weakly-supervised training.",
+    "fig7": "Real training frames whose restoration the barycenter quality gate rejected (drawn with the run's seed, "
+            "predicted and restored again as the restore stage did): depth with the annotated joints, the stage-1 "
+            "prediction, its restoration. A map's quality, in its corner, is the sum over the 14 joints of the "
+            "distance from the barycenter of the joint's part(s) to the joint (mm); white lines join the barycenters "
+            "that moved farthest away to their joints, and the text names them and the parts the restoration "
+            "removed.",
+    "fig8": "Fraction of test frames whose maximum joint error is within D.",
+    "fig9": "Predicted skeletons of the full method on randomly drawn test frames.",
+}
+# Why a table or figure is missing when the caller does not say.
+NOT_GIVEN = "the report was given no results for it"
 CURVES_FIGURE = "fig8_success_curves.png"
 UNCERTAINTY = (
     f"Every difference comes with its {100 * CONFIDENCE:.0f} % confidence interval: a paired bootstrap over the "
@@ -76,12 +92,14 @@ def write_report(
     table2_counts: Mapping[str, FrameCounts] | None = None,
     table3_counts: Mapping[str, FrameCounts] | None = None,
     table4_errors_mm: Mapping[str, np.ndarray] | None = None,
+    table4_published: Mapping[str, JointErrors] | None = None,
     curves: Mapping[str, JointErrors] | None = None,
     seconds: Mapping[str, float],
     manifests: Mapping[str, Mapping],
     config: Mapping | object,
     machine: Mapping[str, object] | None = None,
     figures: Mapping[str, str | os.PathLike],
+    not_run: Mapping[str, str] | None = None,
 ) -> Path:
     """Write README.md, table2/3/4.csv and summary.json (and the Fig. 8 curves) into `out_dir`.
 
@@ -92,11 +110,16 @@ def write_report(
         results behind them (`FrameCounts`, (N, 14) joint errors in mm), for the
         verdicts' 95 % intervals; result objects carry their own. Without them a
         verdict is "Not checked".
+    table4_published: method -> errors of its published predictions on the same
+        test frames: Table 4's rows on top, marked, without a verdict.
     curves: method -> `JointErrors`; written as success_curves.csv (max-error
         curve, %) and drawn as Fig. 8 unless `figures` already has "fig8".
     seconds: wall time per stage. manifests: name -> data set manifest dict
         (a "domain" of "nyu" marks results on NYU). figures: key ("fig5",
-        "fig6", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
+        "fig6", "fig7", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
+    not_run: table ("table2", "table3", "table4") or paper figure key -> why it was
+        not run; the README shows it under the table's or figure's heading and
+        summary.json's "not_run" keeps it (`NOT_GIVEN` where no reason is given).
     Returns the README's path.
     """
     out_dir = Path(out_dir)
@@ -107,7 +130,10 @@ def write_report(
         if not path.is_file():
             raise UserError(f"figure {name!r}: no such file {path}")
     tables = [build_table2(table2, table2_counts), build_table3(table3, table3_counts),
-              build_table4(table4, table4_errors_mm)]
+              build_table4(table4, table4_errors_mm, table4_published)]
+    unknown = set(not_run or {}) - {table.name for table in tables} - set(FIGURE_TITLES)
+    if unknown:
+        raise UserError(f"not_run: {', '.join(sorted(unknown))} is not a table or figure of the paper")
     verdicts = [stage1_verdict(stage1, stage1_counts)] + [verdict for table in tables for verdict in table.verdicts]
     for table in tables:
         table.write_csv(out_dir / f"{table.name}.csv")
@@ -115,13 +141,17 @@ def write_report(
         _write_curves_csv(curves, out_dir / "success_curves.csv")
         if "fig8" not in figures:
             figures["fig8"] = plot_success_curves(curves, out_dir / CURVES_FIGURE, mode="max")
+    missing = [table.name for table in tables if not table.ran] + [name for name in FIGURE_TITLES if name not in figures]
+    reasons = {name: str((not_run or {}).get(name, NOT_GIVEN)).rstrip(".") for name in missing}
     summary = {table.name: table.summary for table in tables}
+    summary["not_run"] = reasons
     summary["seconds"] = seconds
     summary["verdicts"] = {verdict.key: verdict.to_dict() for verdict in verdicts}
     summary["intervals"] = {table.name: table.intervals_dict() for table in tables}
     write_text(out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     readme = out_dir / "README.md"
-    write_text(readme, _readme(out_dir, verdicts, tables, figures, seconds, manifests, config, machine, bool(curves)))
+    write_text(readme, _readme(out_dir, verdicts, tables, figures, reasons, seconds, manifests, config, machine,
+                               bool(curves)))
     return readme
 
 
@@ -130,6 +160,7 @@ def _readme(
     verdicts: list[Verdict],
     tables: list[Table],
     figures: dict[str, Path],
+    not_run: dict[str, str],
     seconds: dict[str, float],
     manifests: Mapping[str, Mapping],
     config: Mapping | object,
@@ -141,25 +172,30 @@ def _readme(
                     + "\n\n" + UNCERTAINTY)
     csv_files = ", ".join(f"[{t.name}.csv]({t.name}.csv)" for t in tables)
     sections.append(f"## Tables\n\nNumbers are also in {csv_files} and [summary.json](summary.json).")
-    sections += [table.to_markdown().rstrip() for table in tables]
-    if figures:
-        sections.append("## Figures")
-        # The paper's figures in its order, then any others as given.
-        order = [name for name in FIGURE_CAPTIONS if name in figures]
-        order += [name for name in figures if name not in FIGURE_CAPTIONS]
-        for name in order:
-            path = figures[name]
-            link = Path(os.path.relpath(path.resolve(), out_dir.resolve())).as_posix()
-            caption = FIGURE_CAPTIONS.get(name, name)
-            sections.append(f"![{name}]({link})\n\n*{caption}*")
-        if has_curves:
-            sections.append("The curves are in [success_curves.csv](success_curves.csv).")
+    sections += [_not_run_section(f"### {table.title}", not_run[table.name]) if table.name in not_run
+                 else table.to_markdown().rstrip() for table in tables]
+    sections.append("## Figures")
+    # The paper's figures in its order, then any others as given.
+    for name in [*FIGURE_TITLES, *(name for name in figures if name not in FIGURE_TITLES)]:
+        heading = f"### {FIGURE_TITLES.get(name, name)}"
+        if name in not_run:
+            sections.append(_not_run_section(heading, not_run[name]))
+            continue
+        link = Path(os.path.relpath(figures[name].resolve(), out_dir.resolve())).as_posix()
+        caption = f"\n\n*{FIGURE_CAPTIONS[name]}*" if name in FIGURE_CAPTIONS else ""
+        if name == "fig8" and has_curves:
+            caption += " The curves are in [success_curves.csv](success_curves.csv)."
+        sections.append(f"{heading}\n\n![{name}]({link}){caption}")
     sections.append("## Wall time\n\n" + _seconds_table(seconds))
     sections.append("## Machine\n\n" + markdown_table(
         ["", "value"], [[str(key), str(value)] for key, value in machine.items()], align="ll"))
     sections.append("## Configuration and data\n\n" + _details("configuration", config))
     sections += [_details(f"data: {name}", manifest) for name, manifest in manifests.items()]
     return "\n\n".join(sections) + "\n"
+
+
+def _not_run_section(heading: str, reason: str) -> str:
+    return f"{heading}\n\n*Not run: {reason}.*"
 
 
 NOT_HAND_DEVIATION = (

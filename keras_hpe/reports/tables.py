@@ -86,6 +86,15 @@ TABLE4_METHODS = {
 # reproduce the paper's -15.7% with a learned one.
 ORACLE_TARGET_PERCENT = -25.0
 
+# Table 4's rows of other methods' published predictions (`reproduce --compare`): scored here, not trained here.
+PUBLISHED = "published"
+PUBLISHED_MARK = "published predictions, not trained here; no verdict"
+PUBLISHED_NOTE = (
+    "Rows marked published are other methods' published predictions (`reproduce --compare`), scored on the same "
+    "test frames by `keras-hpe evaluate-joints`' protocol (the community's NYU code and camera constants, which "
+    "reproduce published numbers); they were not trained here, so no claim is checked on them."
+)
+
 SEGMENTATION_FIELDS = ("per_pixel", "per_class")
 SEGMENTATION_OPTIONAL = ("hand_iou",)  # ours only; plain numbers may leave it out
 JOINT_FIELDS = ("mean_3d_mm", "mean_2d_px")
@@ -145,6 +154,11 @@ class Table:
     summary: dict[str, dict[str, float | None]]
     intervals: dict[str, dict[str, Interval]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def ran(self) -> bool:
+        """Whether any row ran (a table with none is not run: the report says why instead of showing it)."""
+        return bool((self.frame["status"] != NOT_RUN).any())
 
     def to_markdown(self, heading: str = "###") -> str:
         """The title, the table, then the verdicts and notes in plain words."""
@@ -299,21 +313,33 @@ def table3(
     )
 
 
-def table4(results: Mapping[str, object] | None, errors_mm: Mapping[str, np.ndarray] | None = None) -> Table:
+def table4(
+    results: Mapping[str, object] | None,
+    errors_mm: Mapping[str, np.ndarray] | None = None,
+    published: Mapping[str, JointErrors] | None = None,
+) -> Table:
     """Table 4: joint errors of the regression variants (a)-(d), relative to direct regression.
 
     errors_mm: row key -> (N, 14) per-frame joint errors (`JointErrors.errors_mm`), for the intervals.
+    published: method name -> the errors of its published predictions on the same test frames: rows
+        "published/<name>" on top, as in the paper, marked as not trained here and given no verdict.
     """
     numbers = _collect(results, TABLE4_METHODS, joint_numbers, "table 4")
     frame_errors = _frame_errors(results, errors_mm, numbers)
+    methods = {f"{PUBLISHED}/{name}": f"{name} ({PUBLISHED_MARK})" for name in published or {}}
+    for name, errors in (published or {}).items():
+        numbers[f"{PUBLISHED}/{name}"] = joint_numbers(errors, f"table 4, published {name!r}")
+        frame_errors[f"{PUBLISHED}/{name}"] = errors.errors_mm.mean(axis=1)
+    methods.update(TABLE4_METHODS)
     bootstrap = _bootstrap(frame_errors.values(), "table 4")
     intervals = {key: {"change_3d_vs_direct_percent": bootstrap.error_change_percent(values, frame_errors["direct"]),
                        "difference_3d_vs_direct_mm": bootstrap.error_difference(values, frame_errors["direct"])}
                  for key, values in frame_errors.items() if key != "direct" and "direct" in frame_errors}
     rows = []
-    for key, method in TABLE4_METHODS.items():
+    for key, method in methods.items():
         interval = intervals.get(key, {}).get("change_3d_vs_direct_percent")
-        row = {"method": method, "status": "run" if key in numbers else NOT_RUN,
+        status = PUBLISHED if key not in TABLE4_METHODS else "run" if key in numbers else NOT_RUN
+        row = {"method": method, "status": status,
                "mean_2d_px": math.nan, "mean_3d_mm": math.nan, "change_3d_vs_direct_percent": math.nan,
                "change_3d_vs_direct_percent_low": math.nan if interval is None else interval.low,
                "change_3d_vs_direct_percent_high": math.nan if interval is None else interval.high}
@@ -324,7 +350,7 @@ def table4(results: Mapping[str, object] | None, errors_mm: Mapping[str, np.ndar
                                                                        numbers["direct"]["mean_3d_mm"])
         row["paper_change_3d_vs_direct_percent"] = PAPER_FULL_VS_DIRECT_3D_PERCENT if key == "full" else math.nan
         rows.append(row)
-    frame = pd.DataFrame(rows, index=pd.Index(list(TABLE4_METHODS), name="key"))
+    frame = pd.DataFrame(rows, index=pd.Index(list(methods), name="key"))
     markdown_rows = []
     for key, row in frame.iterrows():
         if row["status"] == NOT_RUN:
@@ -334,7 +360,8 @@ def table4(results: Mapping[str, object] | None, errors_mm: Mapping[str, np.ndar
                 row["change_3d_vs_direct_percent"], row["change_3d_vs_direct_percent_low"],
                 row["change_3d_vs_direct_percent_high"], "{:+.1f}")
             ours = [f"{row['mean_2d_px']:.2f}", f"{row['mean_3d_mm']:.2f}", change]
-        paper = _format(row["paper_change_3d_vs_direct_percent"], "{:+.1f}", "lost")
+        paper = "n/a" if row["status"] == PUBLISHED else _format(row["paper_change_3d_vs_direct_percent"], "{:+.1f}",
+                                                                  "lost")
         markdown_rows.append([row["method"], *ours, "reference" if key == "direct" else paper])
     body = markdown_table(
         ["method", "mean 2D error, px", "mean 3D error, mm", "3D error vs (a), % [95 % CI]",
@@ -347,12 +374,13 @@ def table4(results: Mapping[str, object] | None, errors_mm: Mapping[str, np.ndar
         frame=frame,
         body=body,
         verdicts=_table4_verdicts(numbers, frame_errors, bootstrap),
-        summary=_summary(numbers, TABLE4_METHODS, JOINT_FIELDS),
+        summary=_summary(numbers, methods, JOINT_FIELDS),
         intervals=intervals,
         notes=["The paper's per-method errors were lost in our copy of its text; the one figure kept is "
                f"the full method's {PAPER_FULL_VS_DIRECT_3D_PERCENT:+.1f}% mean 3D error against direct regression. "
                "The 95 % intervals (square brackets) are for the relative change of the mean 3D error.",
-               *_oracle_note(numbers, intervals)],
+               *_oracle_note(numbers, intervals)]
+        + [PUBLISHED_NOTE] * bool(published),
     )
 
 

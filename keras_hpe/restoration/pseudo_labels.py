@@ -31,7 +31,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 import keras_hpe
-from keras_hpe.outputs import LOCK_NAME, atomic_path, folder_lock, write_text
+from keras_hpe.outputs import LOCK_NAME, atomic_path, folder_lock, recorded_path, write_text
 from keras_hpe.data.dataset import FIELD_DTYPES, MANIFEST_NAME, DatasetWriter, load_frames, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
@@ -84,6 +84,7 @@ def restore_dataset(
     chunk_frames: int = 256,
     batch_size: int = 64,
     progress: bool = True,
+    run_dir: str | Path | None = None,
 ) -> RestoreResult:
     """Restore the segmentation of every real frame of `data_dir`; write the accepted ones to `out_dir`.
 
@@ -98,6 +99,8 @@ def restore_dataset(
         chunk_frames: frames predicted, restored and saved per step (the unit of resuming).
         batch_size: frames per inference batch.
         progress: show a progress bar.
+        run_dir: a reproduction's run folder: the job records the paths inside it relative to it,
+            so a moved folder still holds the same job (and resumes it).
     An existing finished `out_dir` made by the same job is returned as it is; any other existing
     `out_dir` is refused.
     """
@@ -128,10 +131,10 @@ def restore_dataset(
         "method": method,
         "window": int(window),
         "chunk_frames": int(chunk_frames),
-        "model": {"path": str(model_path.resolve()), "sha256": file_sha256(model_path)},
-        "index": {"path": str(Path(index.directory).resolve()), "search_k": index.search_k,
+        "model": {"path": recorded_path(model_path.resolve(), run_dir), "sha256": file_sha256(model_path)},
+        "index": {"path": recorded_path(Path(index.directory).resolve(), run_dir), "search_k": index.search_k,
                   "meta": {k: v for k, v in index.meta.to_dict().items() if k != "build_seconds"}},
-        "source": {"path": str(data_dir.resolve()),
+        "source": {"path": recorded_path(data_dir.resolve(), run_dir),
                    "manifest": {k: v for k, v in manifest.to_dict().items() if k != "shards"}},
         "version": keras_hpe.__version__,
     }
@@ -272,6 +275,24 @@ def _write_quality_csv(path: Path, verdicts: dict[str, np.ndarray]) -> None:
                          np.round(verdicts["restored_quality_mm"], 3).tolist(),
                          verdicts["accepted"].astype(int).tolist()))
     write_text(path, text.getvalue())
+
+
+def read_quality_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """`quality.csv` of a restoration back as arrays: frame, raw_quality_mm, restored_quality_mm, accepted (bool)."""
+    path = Path(path)
+    try:
+        rows = list(csv.reader(path.read_text().splitlines()))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"cannot read the restoration's quality table {path}: {error}") from None
+    header = tuple(rows[0]) if rows else ()
+    if header != _QUALITY_COLUMNS:
+        raise UserError(f"{path}: expected the columns {', '.join(_QUALITY_COLUMNS)}, got {', '.join(header)}")
+    try:
+        values = np.array(rows[1:], dtype=np.float64).reshape(-1, len(_QUALITY_COLUMNS))
+    except ValueError as error:
+        raise UserError(f"cannot read the restoration's quality table {path}: {error}") from None
+    columns = dict(zip(_QUALITY_COLUMNS, values.T))
+    return {**columns, "frame": columns["frame"].astype(np.int64), "accepted": columns["accepted"] > 0}
 
 
 def _finished_result(out_dir: Path, job: dict) -> RestoreResult | None:

@@ -75,7 +75,7 @@ def joint_barycenters_xyz(
     xyz = uvd_to_xyz(crop_to_uvd(crop_px, center_uvd, size, cube_mm, camera))
     valid = (depth_mm > 0).reshape(n, -1)
     # Sums and counts per (frame, part) with one bincount each, then per joint.
-    bins = (np.arange(n)[:, None] * NUM_LABELS + labels.reshape(n, -1))[valid]
+    bins = _part_bins(labels, valid)
     part_count = np.bincount(bins, minlength=n * NUM_LABELS).reshape(n, NUM_LABELS)
     part_sum = np.stack(
         [np.bincount(bins, weights=xyz[..., axis][valid], minlength=n * NUM_LABELS) for axis in range(3)], axis=-1
@@ -102,16 +102,37 @@ def barycenter_qualities(
 
     A map that shows no joint's part has quality infinity.
     """
+    return _mean_shown(_scored_distances(labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)[1])
+
+
+def _scored_distances(
+    labels: np.ndarray, depth_mm: np.ndarray, center_uvd: np.ndarray, joints_xyz: np.ndarray, cube_mm: float,
+    camera: Camera,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each joint's barycenter (N, 14, 3) mm and its distance to the joint (N, 14) mm; NaN where the map lacks
+    the joint's parts."""
     labels = check_label_maps(labels)
     joints_xyz = np.asarray(joints_xyz, dtype=np.float64)
     if joints_xyz.shape[-2:] != (NUM_JOINTS, 3) or joints_xyz.size != len(labels) * NUM_JOINTS * 3:
         raise UserError(f"joints_xyz must be (N, {NUM_JOINTS}, 3), got shape {joints_xyz.shape}")
     joints_xyz = joints_xyz.reshape(len(labels), NUM_JOINTS, 3)
     barycenters, present = joint_barycenters_xyz(labels, depth_mm, center_uvd, cube_mm=cube_mm, camera=camera)
-    distances = np.where(present, np.linalg.norm(barycenters - joints_xyz, axis=-1), 0.0)
-    shown = present.sum(axis=-1)
+    return barycenters, np.linalg.norm(barycenters - joints_xyz, axis=-1)
+
+
+def _mean_shown(distances: np.ndarray) -> np.ndarray:
+    """The mean over the last axis of the distances that are not NaN; infinity where all are."""
+    shown = ~np.isnan(distances)
+    count = shown.sum(axis=-1)
+    total = np.where(shown, distances, 0.0).sum(axis=-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(shown > 0, distances.sum(axis=-1) / shown, np.inf)
+        return np.where(count > 0, total / count, np.inf)
+
+
+def _part_bins(labels: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The (frame, part) bin, frame * 21 + part, of each pixel with depth: one bincount per statistic."""
+    n = len(labels)
+    return (np.arange(n)[:, None] * NUM_LABELS + labels.reshape(n, -1))[valid.reshape(n, -1)]
 
 
 def barycenter_quality(
@@ -137,11 +158,32 @@ def accept_restored(raw_quality: np.ndarray | float, restored_quality: np.ndarra
 
 @dataclass
 class QualityGate:
-    """The gate's verdict on N restored maps."""
+    """The gate's verdict on N restored maps, and the joint-by-joint measurements behind it.
+
+    raw_xyz, restored_xyz: (N, 14, 3) mm, each joint's barycenter in the raw and
+        the restored map (NaN where the map lacks the joint's parts);
+    raw_joint_mm, restored_joint_mm: (N, 14) their distances to the annotated
+        joints (NaN likewise), whose means over the joints shown are the two qualities;
+    vanished: (N, 21) the hand parts with pixels in the raw map and none in the restored one.
+    """
 
     raw_quality_mm: np.ndarray
     restored_quality_mm: np.ndarray
     accepted: np.ndarray
+    raw_xyz: np.ndarray
+    restored_xyz: np.ndarray
+    raw_joint_mm: np.ndarray
+    restored_joint_mm: np.ndarray
+    vanished: np.ndarray
+
+    def moved_away(self, frame: int, count: int = 3) -> list[tuple[int, float]]:
+        """Up to `count` joints of `frame` whose distance grew most in the restoration: (joint, mm farther).
+
+        Only joints both maps show: one whose parts vanished is in `vanished`.
+        """
+        growth = self.restored_joint_mm[frame] - self.raw_joint_mm[frame]
+        order = np.argsort(-growth, kind="stable")[:count]
+        return [(int(joint), float(growth[joint])) for joint in order if growth[joint] > 0]
 
     @property
     def rejection_rate(self) -> float:
@@ -160,6 +202,13 @@ def gate_restorations(
     camera: Camera = NYU_CAMERA,
 ) -> QualityGate:
     """Score raw and restored maps (N, S, S) against the annotated joints and accept the improved ones."""
-    raw = barycenter_qualities(raw_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
-    restored = barycenter_qualities(restored_labels, depth_mm, center_uvd, joints_xyz, cube_mm=cube_mm, camera=camera)
-    return QualityGate(raw, restored, accept_restored(raw, restored))
+    raw_xyz, raw_mm = _scored_distances(raw_labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)
+    restored_xyz, restored_mm = _scored_distances(restored_labels, depth_mm, center_uvd, joints_xyz, cube_mm, camera)
+    raw, restored = _mean_shown(raw_mm), _mean_shown(restored_mm)
+    valid = np.asarray(depth_mm).reshape(np.shape(raw_labels)) > 0
+    size = len(raw) * NUM_LABELS
+    present = [np.bincount(_part_bins(np.asarray(labels), valid), minlength=size).reshape(len(raw), NUM_LABELS) > 0
+               for labels in (raw_labels, restored_labels)]
+    hand = np.arange(NUM_LABELS) > 0
+    return QualityGate(raw, restored, accept_restored(raw, restored), raw_xyz, restored_xyz, raw_mm, restored_mm,
+                       present[0] & ~present[1] & hand)

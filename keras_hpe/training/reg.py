@@ -67,7 +67,7 @@ from keras_hpe.evaluation.joints import JointErrors, evaluate_joints
 from keras_hpe.models.loading import load_model
 from keras_hpe.models.regression import build_direct_regression, build_regression, part_channels
 from keras_hpe.models.segmentation import model_crop_size, predict_parts
-from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, recorded_path, write_text
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
 from keras_hpe.training.fit import (
     check_seed,
@@ -296,6 +296,7 @@ def train_regression(
     seed: int = 0,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    run_dir: str | Path | None = None,
 ) -> RegTrainingResult:
     """Train variant `variant` on the depth + joints data set at `data_dir`; write OUT/reg_<variant>.keras + .json.
 
@@ -306,7 +307,9 @@ def train_regression(
     it was in); with other arguments it is a UserError. With `val_dir` the
     JSON holds the trained variant's joint errors on that set. The inputs are
     checked before `out_dir` is made, and `out_dir` is locked while the
-    training runs.
+    training runs. The JSON records the paths inside `run_dir` (a
+    reproduction's, the parent of `out_dir`) relative to it; `load_pipeline`
+    reads them back.
     """
     if variant not in VARIANTS:
         raise UserError(f"regression variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -413,11 +416,11 @@ def train_regression(
             "variant": variant,
             "head": head if variant in MASK_VARIANTS else None,
             "models": [path.name for path in model_paths],
-            "seg_model": str(seg_path) if seg_path is not None else None,
+            "seg_model": recorded_path(seg_path, run_dir) if seg_path is not None else None,
             "seg_sha256": identity["seg_model"],
             "cube_mm": cube_mm,
             "refine_cube_mm": refine_cube_mm,
-            "data": str(data_dir),
+            "data": recorded_path(data_dir, run_dir),
             "frames": manifest.count,
             "size": manifest.size,
             "epochs": config.epochs,
@@ -431,7 +434,7 @@ def train_regression(
         write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
         if val_dir is not None:
             errors, _ = evaluate_regression(load_pipeline(model_paths[0], seg_path), val_dir, config.batch_size)
-            metrics["val"] = {"data": str(val_dir), **_summary(errors)}
+            metrics["val"] = {"data": recorded_path(val_dir, run_dir), **_summary(errors)}
             write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
         for step_name in history:
             remove_checkpoint(out_dir, step_name)
@@ -443,7 +446,8 @@ def load_pipeline(model_path: str | Path, seg_path: str | Path | None = None) ->
 
     Without that JSON the variant is inferred from the model's inputs (a
     cascade cannot be: its second step is only named in the JSON). `seg_path`
-    defaults to the segmentation model the JSON names.
+    defaults to the segmentation model the JSON names; a relative name there is
+    a reproduction's, relative to its run folder: the parent of the model's folder.
     """
     model_path = Path(model_path)
     if not model_path.is_file():
@@ -458,7 +462,8 @@ def load_pipeline(model_path: str | Path, seg_path: str | Path | None = None) ->
         pipeline.refine_path = model_path.with_name(info["models"][1])
         pipeline.refine_cube_mm = float(info["refine_cube_mm"])
     if variant in SEG_VARIANTS:
-        seg_path = seg_path if seg_path is not None else info.get("seg_model")
+        if seg_path is None and info.get("seg_model") is not None:
+            seg_path = model_path.parent.parent / info["seg_model"]  # an absolute name stays as it is
         if seg_path is None:
             raise UserError(f"model {model_path} takes depth + segmentation: give its segmentation model (--seg)")
         pipeline.seg_path = Path(seg_path)

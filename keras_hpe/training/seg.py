@@ -24,7 +24,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.segmentation import SegmentationScores, evaluate_segmentation
 from keras_hpe.models.loading import load_model
 from keras_hpe.models.segmentation import build_segmentation_model, model_crop_size, predict_parts
-from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, recorded_path, write_text
 from keras_hpe.presets import SegTrainingConfig
 from keras_hpe.training.fit import (
     check_seed,
@@ -77,6 +77,7 @@ def train_segmentation(
     seed: int = 0,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    run_dir: str | Path | None = None,
 ) -> SegTrainingResult:
     """Train the segmentation network on the labelled data set at `data_dir`; write OUT/seg_synth.keras.
 
@@ -85,7 +86,8 @@ def train_segmentation(
     arguments it is a UserError. With `val_dir`, Keras reports validation
     figures every epoch and the metrics JSON holds the final model's per-pixel
     and mean per-class accuracy there. The inputs are checked before `out_dir`
-    is made, and `out_dir` is locked while the training runs.
+    is made, and `out_dir` is locked while the training runs. The metrics JSON
+    records the data paths inside `run_dir` (a reproduction's) relative to it.
     """
     config = with_run_length(config, epochs, batch_size)
     check_seed(seed)
@@ -124,7 +126,7 @@ def train_segmentation(
         with atomic_path(model_path) as tmp:
             model.save(tmp)
         metrics = {
-            "data": str(data_dir),
+            "data": recorded_path(data_dir, run_dir),
             "frames": manifest.count,
             "size": manifest.size,
             "epochs": config.epochs,
@@ -137,7 +139,7 @@ def train_segmentation(
         }
         if val_dir:
             scores = evaluate_model(model, val_dir)[0]
-            metrics["val"] = {"data": str(val_dir), **accuracy_summary(scores)}
+            metrics["val"] = {"data": recorded_path(val_dir, run_dir), **accuracy_summary(scores)}
         metrics_path = out_dir / METRICS_NAME
         write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
         remove_checkpoint(out_dir, FIT_NAME)

@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras_hpe.data.dataset import read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.models.segmentation import model_crop_size
-from keras_hpe.outputs import atomic_path, folder_lock, output_folder, write_text
+from keras_hpe.outputs import atomic_path, folder_lock, output_folder, recorded_path, write_text
 from keras_hpe.presets import AugmentConfig, SegTrainingConfig
 from keras_hpe.restoration.pseudo_labels import read_restored_manifest
 from keras_hpe.training.fit import (
@@ -121,6 +121,7 @@ def train_segmentation_weak(
     seed: int = 0,
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    run_dir: str | Path | None = None,
 ) -> SegWeakResult:
     """Fine-tune the stage-1 model `init_model` on synthetic + restored real frames; write OUT/seg_weak.keras.
 
@@ -136,7 +137,8 @@ def train_segmentation_weak(
     other arguments it is a UserError. With `val_dir` (a labelled real
     evaluation split), the metrics JSON holds the fine-tuned model's accuracy
     there. The inputs are checked before `out_dir` is made, and `out_dir` is
-    locked while the training runs.
+    locked while the training runs. The metrics JSON records the paths inside
+    `run_dir` (a reproduction's) relative to it.
     """
     config = with_run_length(config, epochs, batch_size)
     check_seed(seed)
@@ -178,9 +180,9 @@ def train_segmentation_weak(
         with atomic_path(model_path) as tmp:
             model.save(tmp)
         metrics = {
-            "init_model": {"path": str(init_model), "sha256": identity["init_model"]},
-            "synth": {"path": str(synth_dir), "frames": synth.count},
-            "restored": {"path": str(restored_dir), "frames": restored.count,
+            "init_model": {"path": recorded_path(init_model, run_dir), "sha256": identity["init_model"]},
+            "synth": {"path": recorded_path(synth_dir, run_dir), "frames": synth.count},
+            "restored": {"path": recorded_path(restored_dir, run_dir), "frames": restored.count,
                          "method": restored.params["restoration"]["method"]},
             "synth_weight": synth_weight,
             "size": size,
@@ -194,7 +196,8 @@ def train_segmentation_weak(
             "history": history,
         }
         if val_dir:
-            metrics["val"] = {"data": str(val_dir), **accuracy_summary(evaluate_model(model, val_dir)[0])}
+            metrics["val"] = {"data": recorded_path(val_dir, run_dir),
+                              **accuracy_summary(evaluate_model(model, val_dir)[0])}
         metrics_path = out_dir / METRICS_NAME
         write_text(metrics_path, json.dumps(metrics, indent=2) + "\n")
         remove_checkpoint(out_dir, FIT_NAME)
