@@ -167,7 +167,7 @@ def run_evaluate(
     for variant in REG_VARIANTS:
         name = f"reg_{variant}"
         if name not in inputs:  # the oracle, on NYU
-            evaluation["not_run"][variant] = NYU_NO_ORACLE
+            evaluation["not_run"][f"table4/{variant}"] = NYU_NO_ORACLE
             continue
         pipeline = load_pipeline(inputs[name] / f"{name}.keras")
         errors, pred_uvd = evaluate_regression(pipeline, real_test, progress=progress)

@@ -179,7 +179,7 @@ def test_a_table_not_run_shows_its_heading_and_why(tmp_path):
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["not_run"] == {"table2": reason, "table3": reason, "fig5": reason, "fig6": NOT_GIVEN,
                                   "fig7": NOT_GIVEN, "fig9": NOT_GIVEN}
-    with pytest.raises(UserError, match="not_run: table5 is not a table or figure of the paper"):
+    with pytest.raises(UserError, match="not_run: table5 is not a table, row or figure of the paper"):
         write_report(tmp_path / "a", seconds={}, manifests={}, config={}, machine={}, figures={},
                      not_run={"table5": reason})
 

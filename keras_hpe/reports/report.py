@@ -117,9 +117,10 @@ def write_report(
     seconds: wall time per stage. manifests: name -> data set manifest dict
         (a "domain" of "nyu" marks results on NYU). figures: key ("fig5",
         "fig6", "fig7", "fig8", "fig9" or any name) -> PNG, linked relative to `out_dir`.
-    not_run: table ("table2", "table3", "table4") or paper figure key -> why it was
-        not run; the README shows it under the table's or figure's heading and
-        summary.json's "not_run" keeps it (`NOT_GIVEN` where no reason is given).
+    not_run: table ("table2", "table3", "table4"), a table's row ("table4/oracle")
+        or paper figure key -> why it was not run; the README shows it under the
+        table's or figure's heading (a row's below its table) and summary.json's
+        "not_run" keeps it (`NOT_GIVEN` where no reason is given).
     Returns the README's path.
     """
     out_dir = Path(out_dir)
@@ -131,9 +132,14 @@ def write_report(
             raise UserError(f"figure {name!r}: no such file {path}")
     tables = [build_table2(table2, table2_counts), build_table3(table3, table3_counts),
               build_table4(table4, table4_errors_mm, table4_published)]
-    unknown = set(not_run or {}) - {table.name for table in tables} - set(FIGURE_TITLES)
+    rows = {f"{table.name}/{row}": (table, row) for table in tables for row in table.frame.index}
+    unknown = set(not_run or {}) - {table.name for table in tables} - set(rows) - set(FIGURE_TITLES)
     if unknown:
-        raise UserError(f"not_run: {', '.join(sorted(unknown))} is not a table or figure of the paper")
+        raise UserError(f"not_run: {', '.join(sorted(unknown))} is not a table, row or figure of the paper")
+    not_run_rows = [key for key in (not_run or {}) if key in rows]
+    for key in not_run_rows:
+        table, row = rows[key]
+        table.notes.append(f"*{table.frame.loc[row, 'method']}: not run: {str(not_run[key]).rstrip('.')}.*")
     verdicts = [stage1_verdict(stage1, stage1_counts)] + [verdict for table in tables for verdict in table.verdicts]
     for table in tables:
         table.write_csv(out_dir / f"{table.name}.csv")
@@ -142,6 +148,7 @@ def write_report(
         if "fig8" not in figures:
             figures["fig8"] = plot_success_curves(curves, out_dir / CURVES_FIGURE, mode="max")
     missing = [table.name for table in tables if not table.ran] + [name for name in FIGURE_TITLES if name not in figures]
+    missing += not_run_rows
     reasons = {name: str((not_run or {}).get(name, NOT_GIVEN)).rstrip(".") for name in missing}
     summary = {table.name: table.summary for table in tables}
     summary["not_run"] = reasons
