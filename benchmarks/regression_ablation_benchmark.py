@@ -40,7 +40,14 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from keras_hpe.data.dataset import load_arrays  # noqa: E402
+from keras_hpe.data.skeleton import JOINT_NAMES, JOINT_PARTS, NUM_PARTS  # noqa: E402
 from keras_hpe.evaluation.statistics import Bootstrap  # noqa: E402
+from keras_hpe.models.morphology import binary_opening  # noqa: E402
+from keras_hpe.models.regression import part_channels  # noqa: E402
 from keras_hpe.presets import get_preset  # noqa: E402
 from keras_hpe.training.reg import (  # noqa: E402
     SEG_VARIANTS,
@@ -66,6 +73,16 @@ def parse_run(text: str) -> tuple[str, str, dict]:
     return name, variant, values
 
 
+def empty_masks(labels: np.ndarray, opening_size: int) -> np.ndarray:
+    """Per joint, the fraction of frames whose mask (its parts in `labels`, opened) is empty: (14,)."""
+    membership = np.zeros((NUM_PARTS, len(JOINT_PARTS)), np.float32)
+    for joint, parts in enumerate(JOINT_PARTS):
+        membership[[part - 1 for part in parts], joint] = 1.0
+    masks = np.minimum(part_channels(labels).numpy() @ membership, 1.0)
+    opened = ops.convert_to_numpy(binary_opening(ops.convert_to_tensor(masks), opening_size))
+    return (opened.sum(axis=(1, 2)) == 0).mean(axis=0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=parse_run,
@@ -78,6 +95,11 @@ def main() -> None:
     args = parser.parse_args()
     if any(variant in SEG_VARIANTS for _, variant, _ in args.runs) and args.seg is None:
         parser.error("semi and full runs need --seg")
+    labels = load_arrays(args.test, ["labels"])["labels"]
+    empty = {size: empty_masks(labels, size) for size in (1, 3)}
+    print("true-label masks empty (% of test frames) without / with a 3 x 3 opening:")
+    print("  " + ", ".join(f"{name} {100 * empty[1][j]:.0f}/{100 * empty[3][j]:.0f}"
+                           for j, name in enumerate(JOINT_NAMES)))
     preset = get_preset("quick").reg
     results, errors = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -100,6 +122,8 @@ def main() -> None:
                 line += f"  {change.estimate:+.1f}% [{change.low:+.1f}, {change.high:+.1f}] vs {reference}"
             print(line, flush=True)
     print(json.dumps({"benchmark": "regression_ablation", "train": str(args.train), "test": str(args.test),
+                      "empty_true_masks": {f"opening_{size}": dict(zip(JOINT_NAMES, np.round(values, 4).tolist()))
+                                           for size, values in empty.items()},
                       "runs": results}))
 
 
