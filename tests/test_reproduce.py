@@ -91,7 +91,7 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
 def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage_did(tiny_run):
     from keras_hpe.restoration.pseudo_labels import read_quality_csv
 
-    _, _, paths = tiny_run
+    _, _, paths, _ = tiny_run
     fig7 = json.loads((paths["out"] / "evaluate" / "evaluation.json").read_text())["fig7"]
     quality = read_quality_csv(paths["out"] / "restore" / "restored" / "quality.csv")
     frames = fig7["frames"]
@@ -106,7 +106,7 @@ def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage
 
 
 def test_no_json_in_the_run_folder_records_its_absolute_path(tiny_run):
-    _, _, paths = tiny_run
+    _, _, paths, _ = tiny_run
     files = list(paths["out"].rglob("*.json"))
     assert len(files) > 20  # stage.json files, manifests, metrics, the dictionary's meta.json, the restore summary
     for file in files:
@@ -121,7 +121,7 @@ def test_no_json_in_the_run_folder_records_its_absolute_path(tiny_run):
 
 
 def test_a_moved_run_folder_resumes_without_rerunning_finished_stages(tiny_run, tmp_path):
-    _, _, paths = tiny_run
+    _, _, paths, _ = tiny_run
     moved = tmp_path / "moved"
     shutil.copytree(paths["out"], moved)
     shutil.rmtree(moved / "evaluate")  # as if the run had stopped before the evaluation
