@@ -25,7 +25,7 @@ sensor validation split) beside `data.crop.HOLE_MIN_NEIGHBOURS`.
 
     python benchmarks/seg_accuracy_benchmark.py --arch paper --epochs 8 [--frames 6000] [--work DIR]
         [--real-test runs/quick/real_test/data] [--filters 32 64 64] [--hidden 64 64] [--batch 8]
-        [--lr 2e-3] [--precision mixed_bfloat16] [--hole-fill MIN_NEIGHBOURS PASSES]
+        [--lr 2e-3] [--precision mixed] [--hole-fill MIN_NEIGHBOURS PASSES]
 """
 
 from __future__ import annotations
@@ -75,8 +75,9 @@ def main() -> None:
                         help="per-pixel hidden layer widths (default: the architecture's)")
     parser.add_argument("--batch", type=int, default=None, help="frames per step (default: the quick preset's)")
     parser.add_argument("--lr", type=float, default=None, help="initial learning rate (default: the quick preset's)")
-    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default="float32",
-                        help="Keras dtype policy of the training (default: float32)")
+    parser.add_argument("--precision", choices=("auto", "float32", "mixed"), default="float32",
+                        help="the training's precision, as `keras-hpe train seg --precision` (mixed: bfloat16 on a "
+                             "CPU; default: float32)")
     parser.add_argument("--hole-fill", type=int, nargs=2, metavar=("MIN_NEIGHBOURS", "PASSES"),
                         default=(HOLE_MIN_NEIGHBOURS, HOLE_PASSES),
                         help="fill missing pixels with at least MIN_NEIGHBOURS of 8 valid neighbours, PASSES times, "

@@ -34,7 +34,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # name -> (description, settings); settings not given take the fp32 baseline's.
 CANDIDATES = {
     "fp32": ("float32, batch 8, default threads (the quick preset)", {}),
-    "bf16": ("mixed_bfloat16 (training.fit.in_precision)", {"precision": "mixed_bfloat16"}),
+    "bf16": ("mixed_bfloat16 (training.fit.training_copy)", {"precision": "mixed_bfloat16"}),
     "xla": ("jit_compile=True (XLA on CPU)", {"xla": True}),
     "intra2_inter1": ("2 intra-op threads, 1 inter-op thread", {"intra": 2, "inter": 1}),
     "intra1_inter2": ("1 intra-op thread, 2 inter-op threads", {"intra": 1, "inter": 2}),
@@ -60,7 +60,8 @@ def run_one(settings: dict, data: Path, steps: int) -> dict:
 
     from keras_hpe.models.segmentation import UNDILATED_SEGMENTATION, SegmentationConfig, build_segmentation_model
     from keras_hpe.presets import get_preset
-    from keras_hpe.training.fit import in_precision, make_optimizer
+    from keras_hpe.training.devices import Placement
+    from keras_hpe.training.fit import make_optimizer, training_copy
     from keras_hpe.training.inputs import seg_dataset
     from keras_hpe.training.seg import compile_segmentation
 
@@ -78,7 +79,8 @@ def run_one(settings: dict, data: Path, steps: int) -> dict:
     if settings.get("cached"):
         dataset = dataset.take(1).cache().repeat()
     arch = UNDILATED_SEGMENTATION if settings.get("arch") == "undilated" else SegmentationConfig()
-    model = in_precision(build_segmentation_model(arch), settings.get("precision", "float32"))
+    placement = Placement(tf.distribute.get_strategy(), settings.get("precision", "float32"))
+    model = training_copy(build_segmentation_model(arch), placement)
     compile_segmentation(model, make_optimizer(get_preset("quick").seg, total))
     model.jit_compile = bool(settings.get("xla"))
     marks = {}

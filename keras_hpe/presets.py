@@ -15,7 +15,15 @@ from keras_hpe.models.regression import RegressionConfig
 from keras_hpe.models.segmentation import SegmentationConfig
 
 
-PRECISIONS = ("float32", "mixed_bfloat16")
+# What a run asks for; `training.devices.resolve_precision` turns it into a Keras dtype policy for the machine.
+PRECISIONS = ("auto", "float32", "mixed")
+
+
+def check_precision(precision: str, what: str) -> str:
+    """`precision`, or UserError naming `what` unless it is one of `PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise UserError(f"{what} precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
 
 
 @dataclass(frozen=True)
@@ -51,13 +59,15 @@ class SegTrainingConfig:
         epochs: passes over the training set (paper: 100).
         augment: geometric augmentation of the training crops.
         shuffle_buffer: frames shuffled across shard boundaries (ours).
-        precision: "float32" or "mixed_bfloat16", the Keras dtype policy of
-            the training (`training.fit.in_precision`; the saved model is
-            float32 either way).
+        precision: "auto", "float32" or "mixed" (`--precision`): the policy
+            the training computes in, `training.devices.resolve_precision`;
+            the saved model is float32 either way.
 
-    The quick preset trains in mixed_bfloat16: this CPU (AMD EPYC, 2 cores)
-    has AVX512_BF16 and no AMX, and oneDNN's bfloat16 convolutions are faster
-    here. `benchmarks/seg_train_benchmark.py --steps 150 --repeats 3`
+    "auto" trains this network (stages 1 and 2) in mixed_bfloat16 on a CPU
+    with native bfloat16 (AVX512_BF16 or AMX), in mixed_float16 on GPUs and
+    in float32 on other CPUs. The CPU rule is measured: this CPU (AMD EPYC,
+    2 cores) has AVX512_BF16 and no AMX, and oneDNN's bfloat16 convolutions
+    are faster here. `benchmarks/seg_train_benchmark.py --steps 150 --repeats 3`
     (frames/s of training, median of 3 interleaved rounds, range in brackets):
 
     | setting                                  | frames/s            | vs float32 |
@@ -103,13 +113,12 @@ class SegTrainingConfig:
     epochs: int = 5
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     shuffle_buffer: int = 1024
-    precision: str = "float32"
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise UserError(f"seg optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"seg precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_precision(self.precision, "seg")
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,10 @@ class RegTrainingConfig:
         batch_norm_batches: training batches over which the batch-norm
             statistics used at test time are averaged after training
             (`estimate_batch_norm_statistics`); 0 keeps Keras' moving averages.
+        precision: "auto", "float32" or "mixed" (`--precision`,
+            `training.devices.resolve_precision`): "auto" is mixed_float16 on
+            GPUs and float32 on CPUs, where bfloat16 was not measured for
+            this network.
     """
 
     model: RegressionConfig = field(default_factory=RegressionConfig)
@@ -146,10 +159,12 @@ class RegTrainingConfig:
     cascade_cube_fraction: float = 0.6
     cascade_jitter_mm: float = 5.0
     batch_norm_batches: int = 100
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise UserError(f"regression optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        check_precision(self.precision, "regression")
         if not 0 < self.cascade_cube_fraction <= 1:
             raise UserError(f"cascade_cube_fraction must be in (0, 1], got {self.cascade_cube_fraction}")
 
@@ -174,7 +189,8 @@ PRESETS: dict[str, Preset] = {
     # Ours: Adam (lr 2e-3, cosine), batch 8 (small batches learn more per
     # frame than 32 did), 5 epochs: 6,000 64x64 frames train in about 8
     # minutes on 2 idle CPU cores (~100 s per epoch). No augmentation: the synthetic set already
-    # covers all in-plane rotations, and a short run underfits rather than overfits.
+    # covers all in-plane rotations, and a short run underfits rather than overfits. Precision "auto":
+    # mixed_bfloat16 on this CPU, 1.32x float32's speed (`SegTrainingConfig`).
     "quick": Preset(
         name="quick",
         seg=SegTrainingConfig(
@@ -185,7 +201,6 @@ PRESETS: dict[str, Preset] = {
             batch_size=8,
             epochs=5,
             augment=AugmentConfig(),
-            precision="mixed_bfloat16",
         ),
         # Ours: Adam, lr 2e-3 with a cosine schedule, batch 64, 10 epochs.
         reg=RegTrainingConfig(),

@@ -37,7 +37,7 @@ import shutil
 import time
 import uuid
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -238,6 +238,8 @@ def reproduce(
     seed: int = 0,
     progress: bool = True,
     compare_dir: str | os.PathLike | None = None,
+    strategy: str = "auto",
+    precision: str | None = None,
 ) -> ReproduceResult:
     """Run every stage of `plan` into `out_dir`, skipping those already done; write the report and the export.
 
@@ -246,12 +248,16 @@ def reproduce(
     replaces the default sensor model of the simulated one. `compare_dir` (with
     `nyu_root`) holds other methods' published predictions of the NYU test frames,
     one text file per method (`evaluation.joints.read_published_predictions`):
-    rows of Table 4 and curves of Fig. 8.
+    rows of Table 4 and curves of Fig. 8. `strategy` and `precision` place the
+    training stages (`training.devices`); `precision` (None: the preset's)
+    is a parameter of those stages, the strategy is not: a run resumes on
+    other devices.
     """
     from tqdm.auto import tqdm
 
     stages = build_stages(plan, reports_dir=reports_dir, saved_models_dir=saved_models_dir, nyu_root=nyu_root,
-                          sensor_config=sensor_config, seed=seed, compare_dir=compare_dir)
+                          sensor_config=sensor_config, seed=seed, compare_dir=compare_dir, strategy=strategy,
+                          precision=precision)
     records: dict[str, StageRecord] = {}
     fingerprints: dict[str, str] = {}
     # One reproduction per folder at a time: a second one gets a UserError instead of mixing stages.
@@ -331,12 +337,20 @@ def build_stages(
     sensor_config: SensorConfig | None = None,
     seed: int = 0,
     compare_dir: str | os.PathLike | None = None,
+    strategy: str = "auto",
+    precision: str | None = None,
 ) -> list[Stage]:
     """The stages of a run, in order, with their parameters; checks the user's inputs first."""
     from keras_hpe.data.sensor import SensorConfig
     from keras_hpe.presets import get_preset
+    from keras_hpe.training.devices import make_strategy
 
     preset = get_preset(plan.preset)
+    if precision is not None:
+        preset = replace(preset, seg=replace(preset.seg, precision=precision),
+                         reg=replace(preset.reg, precision=precision))
+    # One strategy for every training stage; like the restoration's workers, not a parameter of the stages.
+    strategy = make_strategy(strategy)
     if nyu_root is not None:
         nyu_root = Path(nyu_root)
         if sensor_config is not None:
@@ -373,7 +387,7 @@ def build_stages(
         Stage(f"reg_{variant}", ("real",) + ((seg_model,) if seg_model else ()),
               {"variant": variant, "config": reg, "reg_epochs": plan.reg_epochs, "batch_size": plan.batch_size,
                "seed": derived_seed(seed, f"reg_{variant}")},
-              partial(run_reg, config=reg_config, seg_model=seg_model))
+              partial(run_reg, config=reg_config, seg_model=seg_model, strategy=strategy))
         for variant, seg_model in (("direct", None), ("cascade", None), ("semi", "seg_synth"), ("full", "seg_weak"),
                                    *((("oracle", None),) if nyu_root is None else ()))
     ]
@@ -386,7 +400,7 @@ def build_stages(
         Stage("seg_synth", ("synth", "synth_test"),
               {"config": seg, "seg_epochs": plan.seg_epochs, "batch_size": plan.batch_size,
                "seed": derived_seed(seed, "seg_synth")},
-              partial(run_seg_synth, config=preset.seg)),
+              partial(run_seg_synth, config=preset.seg, strategy=strategy)),
         Stage("dictionary", ("synth",),
               {"every": plan.dictionary_every, "patch": plan.patch, "trees": plan.dictionary_trees,
                "search_k": plan.search_k, "seed": derived_seed(seed, "dictionary")}, run_dictionary),
@@ -395,7 +409,7 @@ def build_stages(
               partial(run_restore, workers=plan.restore_workers)),
         Stage("seg_weak", ("seg_synth", "synth", "restore", "real_test"),
               {"config": seg, "epochs": plan.seg_weak_epochs, "batch_size": plan.batch_size,
-               "seed": derived_seed(seed, "seg_weak")}, partial(run_seg_weak, config=preset.seg)),
+               "seed": derived_seed(seed, "seg_weak")}, partial(run_seg_weak, config=preset.seg, strategy=strategy)),
         *reg_stages,
         Stage("evaluate", ("seg_synth", "seg_weak", "dictionary", "real_test", *(s.name for s in reg_stages), "real",
                            "restore"),

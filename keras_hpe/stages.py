@@ -13,10 +13,14 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from keras_hpe.outputs import atomic_path, recorded_path, write_text
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 STAGE_FILE = "stage.json"
 DATA = "data"  # a data stage's data set sub-folder
@@ -59,17 +63,20 @@ def run_nyu(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -
     return {"frames": manifest.count}
 
 
-def run_seg_synth(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config) -> dict:
+def run_seg_synth(
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config, strategy: tf.distribute.Strategy
+) -> dict:
     from keras_hpe.evaluation.segmentation import save_frame_counts
     from keras_hpe.training.seg import accuracy_summary, evaluate_model, load_segmentation_model, train_segmentation
 
     result = train_segmentation(inputs["synth"] / DATA, work, config, val_dir=inputs["synth_test"] / DATA,
                                 epochs=params["seg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                                progress=progress, run_dir=work.parent)
+                                progress=progress, run_dir=work.parent, strategy=strategy)
     # Scored again here for the per-frame counts behind stage 1's interval (the metrics JSON keeps totals only).
     scores = evaluate_model(load_segmentation_model(result.model_path), inputs["synth_test"] / DATA)[0]
     save_frame_counts(work / SYNTH_TEST_COUNTS_FILE, {"synth_test": scores.frame_counts})
-    return {"model": result.model_path.name, "synth_test": {**accuracy_summary(scores), "hand_iou": scores.hand_iou}}
+    return {"model": result.model_path.name, "synth_test": {**accuracy_summary(scores), "hand_iou": scores.hand_iou},
+            "run": result.metrics["run"]}
 
 
 def run_dictionary(work: Path, inputs: dict[str, Path], params: dict, progress: bool) -> dict:
@@ -97,7 +104,9 @@ def run_restore(work: Path, inputs: dict[str, Path], params: dict, progress: boo
     return result.summary
 
 
-def run_seg_weak(work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config) -> dict:
+def run_seg_weak(
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config, strategy: tf.distribute.Strategy
+) -> dict:
     from keras_hpe.data.dataset import read_manifest
     from keras_hpe.training.seg_weak import train_segmentation_weak
 
@@ -106,21 +115,22 @@ def run_seg_weak(work: Path, inputs: dict[str, Path], params: dict, progress: bo
     result = train_segmentation_weak(
         inputs["seg_synth"] / "seg_synth.keras", inputs["synth"] / DATA, inputs["restore"] / RESTORED, work, config,
         epochs=params["epochs"], batch_size=params["batch_size"], val_dir=real_test if labelled else None,
-        seed=params["seed"], progress=progress, run_dir=work.parent,
+        seed=params["seed"], progress=progress, run_dir=work.parent, strategy=strategy,
     )
-    return {"model": result.model_path.name, "real_test": result.metrics.get("val")}
+    return {"model": result.model_path.name, "real_test": result.metrics.get("val"), "run": result.metrics["run"]}
 
 
 def run_reg(
-    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config, seg_model: str | None
+    work: Path, inputs: dict[str, Path], params: dict, progress: bool, *, config, seg_model: str | None,
+    strategy: tf.distribute.Strategy,
 ) -> dict:
     from keras_hpe.training.reg import train_regression
 
     seg_path = None if seg_model is None else inputs[seg_model] / f"{seg_model}.keras"
     result = train_regression(inputs["real"] / DATA, work, params["variant"], config, seg_path=seg_path,
                               epochs=params["reg_epochs"], batch_size=params["batch_size"], seed=params["seed"],
-                              progress=progress, run_dir=work.parent)
-    return {"models": [path.name for path in result.model_paths]}
+                              progress=progress, run_dir=work.parent, strategy=strategy)
+    return {"models": [path.name for path in result.model_paths], "run": result.metrics["run"]}
 
 
 def run_evaluate(

@@ -23,11 +23,14 @@ class StopAfter(keras.callbacks.Callback):
 
 
 class RecordEpochs(keras.callbacks.Callback):
-    """Records the epochs a fit runs (a resumed fit starts after the last finished one)."""
+    """Records the epochs a fit runs (a resumed fit starts after the last finished one) and its optimiser's steps."""
 
     def __init__(self):
         super().__init__()
-        self.epochs = []
+        self.epochs, self.steps = [], None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
+
+    def on_train_end(self, logs=None):
+        self.steps = int(self.model.optimizer.iterations)

@@ -82,6 +82,15 @@ def test_train_seg_missing_data_is_a_one_line_error(tmp_path, capsys):
     assert code == 2 and "does not exist" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("option, value", [("--strategy", "tpu"), ("--precision", "float16")])
+def test_train_seg_unknown_strategy_or_precision_is_a_one_line_error(synth_dir, tmp_path, option, value, capsys):
+    code, _, err = run_cli(capsys, "train", "seg", "--data", synth_dir, "--out", tmp_path / "out", option, value,
+                           "--quiet")
+    assert code == 2
+    assert_one_line_error(err, f"{option.strip('-')} must be one of")
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_seg_bad_batch_is_a_user_error(synth_dir, tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "seg", "--data", synth_dir, "--out", tmp_path / "out", "--batch", "0",
                            "--quiet")
@@ -104,6 +113,6 @@ def test_every_option_has_help():
     parser = cli_main.build_parser()
     subparsers = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
     train = [a for a in subparsers.choices["train"]._actions if isinstance(a, argparse._SubParsersAction)][0]
-    for command in (train.choices["seg"], subparsers.choices["evaluate-seg"]):
+    for command in (train.choices["seg"], train.choices["seg-weak"], subparsers.choices["evaluate-seg"]):
         for action in command._actions:
             assert action.help, f"{command.prog} {action.option_strings} has no --help text"

@@ -56,11 +56,14 @@ def test_train_then_evaluate(cli, sensor_dir, tmp_path, capsys):
     keras.utils.set_random_seed(0)
     out = tmp_path / "out"
     code = cli(["train", "reg", "--variant", "direct", "--data", str(sensor_dir), "--out", str(out),
-                "--epochs", "1", "--batch", "16", "--quiet"])
+                "--epochs", "1", "--batch", "16", "--quiet", "--strategy", "mirrored", "--precision", "mixed"])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["variant"] == "direct" and summary["frames"] == 32 and summary["epochs"] == 1
     assert (out / "reg_direct.keras").is_file() and (out / "reg_direct.json").is_file()
+    # This machine has no GPU: a MirroredStrategy over its CPU, and mixed precision there is bfloat16.
+    run = json.loads((out / "reg_direct.json").read_text())["run"]
+    assert (run["strategy"], run["replicas"], run["precision"]) == ("MirroredStrategy", 1, "mixed_bfloat16")
 
     code = cli(["evaluate-reg", "--model", str(out / "reg_direct.keras"), "--data", str(sensor_dir),
                 "--out", str(tmp_path / "eval"), "--batch", "16"])
@@ -90,6 +93,10 @@ def test_train_then_evaluate(cli, sensor_dir, tmp_path, capsys):
         (["train", "reg", "--variant", "semi", "--data", "{data}", "--out", "{tmp}/o/a", "--seg", "{tmp}/none.keras"],
          "does not exist"),
         (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--seed", "-1"], "seed"),
+        (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--strategy", "tpu"],
+         "strategy must be one of auto, mirrored, default, got 'tpu'"),
+        (["train", "reg", "--variant", "direct", "--data", "{data}", "--out", "{tmp}/o", "--precision", "half"],
+         "precision must be one of auto, float32, mixed, got 'half'"),
         (["evaluate-reg", "--model", "{tmp}/none.keras", "--data", "{data}"], "does not exist"),
         (["evaluate-reg", "--model", "{seg}", "--data", "{data}"], "is a segmentation model"),
     ],

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_hpe import reproduce as reproduce_module
 from keras_hpe.cli import main as cli_main
 from keras_hpe.data import dataset as dataset_module
 from keras_hpe.errors import UserError
 from keras_hpe.reproduce import STAGE_FILE, Stage, build_stages, derived_seed, get_plan, reproduce, run_stage
+from keras_hpe.training.devices import cpu_has_bfloat16
 
+# The quick preset's "auto" on this CPU (`training.devices.resolve_precision`).
+SEG_PRECISION = "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
 STAGES = ("synth", "synth_test", "real", "real_test", "seg_synth", "dictionary", "restore", "seg_weak",
           "reg_direct", "reg_cascade", "reg_semi", "reg_full", "reg_oracle", "evaluate", "export", "report")
 
@@ -30,7 +34,10 @@ def reproduce_command():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The tiny plan run once through the command line; `reads` lists (stage, data set, fields) of every read."""
+    """The tiny plan run once through the command line; `reads` lists (stage, data set, fields) of every read.
+
+    Mirrored (`--strategy mirrored`): on a machine without GPUs, a MirroredStrategy over its one CPU device.
+    """
     root = tmp_path_factory.mktemp("reproduce")
     paths = {"out": root / "run", "reports": root / "reports", "saved": root / "saved" / "keras_hpe"}
     stdout = io.StringIO()
@@ -51,7 +58,8 @@ def tiny_run(tmp_path_factory):
         patch.setattr(reproduce_module, "run_stage", recording_run_stage)
         patch.setattr(dataset_module, "_check_fields", recording_check_fields)
         code = cli_main.main(["reproduce", "--preset", "tiny", "--out", str(paths["out"]), "--reports",
-                              str(paths["reports"]), "--saved-models", str(paths["saved"]), "--no-progress"])
+                              str(paths["reports"]), "--saved-models", str(paths["saved"]), "--no-progress",
+                              "--strategy", "mirrored"])
     return code, stdout.getvalue(), paths, reads
 
 
@@ -86,6 +94,11 @@ def test_tiny_plan_writes_report_summary_and_export(tiny_run):
     for stage in STAGES:
         assert json.loads((paths["out"] / stage / STAGE_FILE).read_text())["stage"] == stage
         assert not (paths["out"] / f"{stage}.partial").exists()
+    # Each training stage records where and in what precision it trained.
+    for stage, precision in (("seg_synth", SEG_PRECISION), ("seg_weak", SEG_PRECISION), ("reg_full", "float32")):
+        run = json.loads((paths["out"] / stage / STAGE_FILE).read_text())["result"]["run"]
+        assert (run["strategy"], run["replicas"], run["precision"]) == ("MirroredStrategy", 1, precision), stage
+        assert run["devices"] == [device.name for device in tf.config.list_logical_devices()]
 
 
 def test_fig7_shows_rejected_training_frames_restored_again_as_the_restore_stage_did(tiny_run):
@@ -208,6 +221,24 @@ def test_a_plan_field_is_a_parameter_of_the_stages_it_affects_only(change, stage
     before = {stage.name: stage.params for stage in build_stages(plan)}
     after = {stage.name: stage.params for stage in build_stages(replace(plan, **change))}
     assert {name for name in before if before[name] != after[name]} == stages
+
+
+def test_precision_is_a_parameter_of_the_training_stages_and_the_strategy_of_none():
+    plan = get_plan("tiny")
+    before = {stage.name: stage.params for stage in build_stages(plan)}
+    assert {stage.name: stage.params for stage in build_stages(plan, strategy="mirrored")} == before
+    after = {stage.name: stage.params for stage in build_stages(plan, precision="float32")}
+    assert {name for name in before if before[name] != after[name]} == {
+        "seg_synth", "seg_weak", "reg_direct", "reg_cascade", "reg_semi", "reg_full", "reg_oracle", "report"}
+
+
+@pytest.mark.parametrize("option, value", [("--strategy", "tpu"), ("--precision", "half")])
+def test_an_unknown_strategy_or_precision_exits_2_before_any_work(option, value, tmp_path, capsys):
+    code = cli_main.main(["reproduce", "--preset", "tiny", "--out", str(tmp_path / "run"), "--no-progress",
+                          option, value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and f"got {value!r}" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_seeds_differ_per_data_set_and_follow_the_run_seed():

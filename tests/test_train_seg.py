@@ -31,18 +31,19 @@ from keras_hpe.training.seg import (
 from interruptions import Interrupt, RecordEpochs, StopAfter
 
 TINY_MODEL = SegmentationConfig(filters=(4, 8, 8), kernel_sizes=(3, 3, 3), dilation_rates=(1, 2, 2), hidden_units=(8,))
-TINY_TRAINING = SegTrainingConfig(model=TINY_MODEL, batch_size=16, epochs=1, augment=AugmentConfig(10.0, 0.05))
+TINY_TRAINING = SegTrainingConfig(model=TINY_MODEL, batch_size=16, epochs=1, augment=AugmentConfig(10.0, 0.05),
+                                  precision="float32")
 
 
-def test_seg_dataset_yields_inputs_part_ids_and_foreground_mask(synth_dir):
+def test_seg_dataset_yields_inputs_part_ids_and_pixel_weights(synth_dir):
     batches = list(seg_dataset(synth_dir, 16, size=32))
     assert len(batches) == 3  # 48 frames
     frames = load_arrays(synth_dir, ["labels", "depth_mm"])
     labels, depth_mm = frames["labels"][:16], frames["depth_mm"][:16]
     x, y, w = (t.numpy() for t in batches[0])
     assert x.shape == (16, 32, 32, 1) and np.all(np.isfinite(x))
-    # Every pixel with depth is weighted, the not-hand arm (label 0 with depth) included.
-    np.testing.assert_array_equal(w, depth_mm > 0)
+    # Every pixel with depth weighs the same, the not-hand arm (label 0 with depth) included; the batch sums to 1.
+    np.testing.assert_allclose(w, (depth_mm > 0) / np.count_nonzero(depth_mm > 0), rtol=1e-6)
     assert np.any((labels == 0) & (depth_mm > 0))
     np.testing.assert_array_equal(y, labels)  # class k is part id k, 0 = not hand
 
@@ -126,9 +127,10 @@ def test_training_lowers_the_loss(synth_dir, tmp_path):
 
 
 def test_bfloat16_training_saves_a_float32_model(synth_dir, tmp_path):
-    config = replace(TINY_TRAINING, augment=AugmentConfig(), precision="mixed_bfloat16")
+    config = replace(TINY_TRAINING, augment=AugmentConfig(), precision="mixed")  # bfloat16 on a CPU
     result = train_segmentation(synth_dir, tmp_path / "bf16", config, progress=False)
     assert math.isfinite(result.metrics["history"]["loss"][0])
+    assert (result.metrics["run"]["precision"], result.metrics["config"]["precision"]) == ("mixed_bfloat16", "mixed")
     model = keras.saving.load_model(result.model_path)
     assert {layer.dtype_policy.name for layer in model.layers} == {"float32"}
     float32 = train_segmentation(synth_dir, tmp_path / "fp32", replace(config, precision="float32"), progress=False)
@@ -139,6 +141,13 @@ def test_bfloat16_training_saves_a_float32_model(synth_dir, tmp_path):
 def test_an_unknown_precision_is_a_user_error():
     with pytest.raises(UserError, match="precision.*float16"):
         replace(TINY_TRAINING, precision="float16")
+
+
+def test_the_metrics_record_the_devices_strategy_and_precision(synth_dir, tmp_path):
+    result = train_segmentation(synth_dir, tmp_path, TINY_TRAINING, progress=False)
+    assert result.metrics["run"] == {
+        "devices": [device.name for device in tf.config.list_logical_devices()], "strategy": "default",
+        "replicas": 1, "replica_devices": [], "precision": "float32"}
 
 
 def _weights_equal(a, b) -> bool:
@@ -184,7 +193,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_weights(uninterrupted, synth_
     assert "Epoch 2/2" in shown and "Epoch 1/2" not in shown  # the progress bar counts the whole run's epochs
     assert _weights_equal(result.model_path, uninterrupted.model_path)
     # The optimiser's state came back too: its step count (and so the learning-rate schedule) went on.
-    assert int(keras.saving.load_model(result.model_path).optimizer.iterations) == 2 * 3
+    assert record.steps == 2 * 3
     # The history covers all epochs, those before the kill too, as in the uninterrupted run.
     assert result.metrics["history"] == uninterrupted.metrics["history"]
     assert result.metrics["val"] == uninterrupted.metrics["val"]

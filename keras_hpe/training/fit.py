@@ -18,9 +18,19 @@ epochs from how often this process iterated it, so a resumed run trained on
 other batches than an uninterrupted one and ended elsewhere. Nor does it
 record what the backup was made with, so it continued a run of other settings.
 
+Where and how precisely it trains is the stage's `devices.Placement`: the
+fit runs on a copy of the model (`training_copy`) built in the placement's
+strategy scope, computing in its precision, with batch normalisation
+synchronised across replicas; the stage's model gets the copy's weights at
+the end, so what a stage saves is the same float32 model on any devices.
+A checkpoint holds weights only, so a run interrupted on some devices
+resumes on others (the strategy is not part of the identity; the
+precision is, as it changes the result). Resumed under the strategy it was
+made with, a run ends bit for bit where an uninterrupted one does
+(tests/test_multi_device.py).
+
 `make_optimizer` turns a stage's optimiser settings into a Keras optimiser
-with its learning-rate schedule; `in_precision` gives the copy of a model a
-stage fits in another precision than float32.
+with its learning-rate schedule.
 """
 
 from __future__ import annotations
@@ -44,7 +54,7 @@ from keras_hpe.data.dataset import MANIFEST_NAME
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
 from keras_hpe.outputs import atomic_path, write_text
-from keras_hpe.presets import PRECISIONS
+from keras_hpe.training.devices import Placement
 
 BACKUP_DIR = "backup"
 LOG_DIR = "logs"
@@ -95,28 +105,34 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def in_precision(model: keras.Model, precision: str) -> keras.Model:
-    """The model to fit in `precision`: `model` itself for "float32", else a copy with its weights.
+def training_copy(model: keras.Model, placement: Placement) -> keras.Model:
+    """A copy of `model`, with its weights, made in the placement's strategy scope to fit there in its precision.
 
-    "mixed_bfloat16" computes in bfloat16 and keeps float32 weights and
-    float32 output layers (the softmax and the loss stay exact). A stage fits
-    the copy, then sets `model`'s weights from it and saves `model`: the saved
-    archive is float32, so inference, exports and later stages do not depend
-    on how it was trained.
+    A mixed policy ("mixed_bfloat16", "mixed_float16") computes in 16 bits
+    and keeps float32 weights; the output layers stay float32, so the
+    softmax and the loss are exact. The copy's own policy is the mixed one,
+    so that `compile` wraps a float16 optimiser in a `LossScaleOptimizer`.
+    With several replicas, batch normalisation is synchronised: its
+    statistics are the global batch's, as on one device, not each replica's
+    share of it. With one, it keeps Keras's unsynchronised statistics, whose
+    variance is computed in two passes (the synchronised one is E[x^2] -
+    E[x]^2, which loses digits in float32).
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if precision == "float32":
-        return model
+    synchronized = placement.strategy.num_replicas_in_sync > 1
 
-    def clone(layer: keras.layers.Layer) -> keras.layers.Layer:
+    def clone(layer: keras.Operation) -> keras.Operation:
         config = layer.get_config()
-        if layer.name not in model.output_names:
-            config["dtype"] = precision
+        # Operations of the graph that are not layers (`ops.less`) take no policy: they keep their inputs' dtypes.
+        if isinstance(layer, keras.layers.Layer) and layer.name not in model.output_names:
+            config["dtype"] = placement.precision
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = synchronized
         return layer.__class__.from_config(config)
 
-    copy = keras.models.clone_model(model, clone_function=clone)
-    copy.set_weights(model.get_weights())
+    with placement.strategy.scope():
+        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
+        copy.set_weights(model.get_weights())
+    copy.dtype_policy = placement.precision
     return copy
 
 
@@ -149,8 +165,10 @@ def make_optimizer(config: OptimizerSettings, total_steps: int) -> keras.optimiz
 
 def fit_resumable(
     model: keras.Model,
+    compile_model: Callable[[keras.Model], None],
     data_for_epoch: Callable[[int], tf.data.Dataset],
     *,
+    placement: Placement,
     epochs: int,
     out_dir: Path,
     name: str,
@@ -159,22 +177,30 @@ def fit_resumable(
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[History, float]:
-    """Fit the compiled `model` for `epochs` epochs, resuming an interrupted fit; return (history, seconds).
+    """Fit `model` for `epochs` epochs as `placement` says, resuming an interrupted fit; return (history, seconds).
 
+    A copy of `model` (`training_copy`) is compiled by `compile_model(copy)`
+    (which makes the optimiser) in the placement's strategy scope, fitted,
+    and `model` gets its weights.
     `data_for_epoch(epoch)` builds epoch `epoch`'s training data: it must
     depend on nothing but the epoch and the settings in `identity` (a JSON-able
-    mapping). `OUT/backup/<name>/` holds the checkpoint (for `remove_checkpoint`
-    once the stage's results are written), `OUT/logs/<name>.csv` one row per
-    epoch, `OUT/logs/<name>/` TensorBoard events. The history holds every
-    epoch, also those before an interruption; the seconds are this run's.
+    mapping; the precision is added to it). `OUT/backup/<name>/` holds the
+    checkpoint (for `remove_checkpoint` once the stage's results are written),
+    `OUT/logs/<name>.csv` one row per epoch, `OUT/logs/<name>/` TensorBoard
+    events. The history holds every epoch, also those before an interruption;
+    the seconds are this run's. Callbacks see the copy as their `model`.
     Raises UserError if the checkpoint was made with another identity.
     """
     out_dir = Path(out_dir)
     backup_dir = out_dir / BACKUP_DIR / name
     log_dir = out_dir / LOG_DIR
     history_csv = log_dir / f"{name}.csv"
-    identity = json.loads(json.dumps(identity))  # as it reads back from state.json
-    rows = _restore(model, backup_dir, identity, epochs)
+    # As it reads back from state.json.
+    identity = json.loads(json.dumps({**identity, "precision": placement.precision}))
+    trained = training_copy(model, placement)
+    with placement.strategy.scope():
+        compile_model(trained)
+        rows = _restore(trained, backup_dir, identity, epochs)
     _write_csv(history_csv, rows)  # drops rows of an epoch that was interrupted before its checkpoint
     logs: list[keras.callbacks.Callback] = [_CrashPoints(name)]
     if progress:
@@ -183,7 +209,7 @@ def fit_resumable(
         logs.append(keras.callbacks.TensorBoard(str(log_dir / name)))
     started = time.perf_counter()
     for epoch in range(len(rows), epochs):
-        fitted = model.fit(
+        fitted = trained.fit(
             data_for_epoch(epoch),
             validation_data=val,
             initial_epoch=epoch,
@@ -193,10 +219,11 @@ def fit_resumable(
             callbacks=[*logs, *callbacks],
         )
         rows.append({key: float(values[-1]) for key, values in fitted.history.items()})
-        _write_checkpoint(model, backup_dir, identity, rows)
+        _write_checkpoint(trained, backup_dir, identity, rows)
         _write_csv(history_csv, rows)
         crash_point("fit.epoch", name)
     seconds = time.perf_counter() - started
+    model.set_weights(trained.get_weights())
     return {key: [row[key] for row in rows] for key in sorted(rows[0])}, seconds
 
 

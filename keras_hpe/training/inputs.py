@@ -41,6 +41,20 @@ def batch_seeds(dataset: tf.data.Dataset, seed: int, epoch: int, stream: str) ->
     return dataset.enumerate().map(lambda index, element: (element, tf.stack([key, index])))
 
 
+def distributable(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """`dataset` with its auto-shard policy set to DATA: what a `tf.distribute` strategy may do with it.
+
+    Our data sets stream shards from a Python generator, which tf.data cannot
+    split by file (FILE fails, AUTO tries it and falls back to DATA with a
+    warning). DATA shards by element: on one machine nothing is sharded and
+    the replicas split each global batch; the workers of a multi-worker
+    strategy would each keep every n-th batch of the same sequence.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
 def random_transforms(batch: tf.Tensor, seed: tf.Tensor, config: AugmentConfig) -> tuple[tf.Tensor, tf.Tensor]:
     """Per-frame (angle_rad (B,), scale (B,)) drawn from a stateless seed (shape (2,), int)."""
     seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 2)
@@ -131,14 +145,18 @@ def check_labelled(data_dir: str | Path, size: int) -> None:
 
 
 def seg_examples(frames: dict[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """A batch of frames -> (LCN'd depth (B,S,S,1), class ids 0..20 (B,S,S), foreground mask (B,S,S)).
+    """A batch of frames -> (LCN'd depth (B,S,S,1), class ids 0..20 (B,S,S), pixel weights (B,S,S)).
 
-    The class id is the part id (0 = not hand, the forearm). The weight is 1
-    wherever there is depth, arm included, and 0 where there is none: those
-    pixels are not hand whatever the network says (`labels_from_probs`).
+    The class id is the part id (0 = not hand, the forearm). The weights
+    are spread evenly over the pixels with depth, arm included, and sum to 1
+    over the batch; pixels without depth weigh 0: they are not hand whatever
+    the network says (`labels_from_probs`). The loss sums the weighted
+    pixels (`seg.compile_segmentation`): the batch's mean over its pixels
+    with depth, also when replicas each get a part of the batch.
     """
     x = segmentation_input(frames["depth_mm"], frames["center_uvd"][:, 2])
-    return x, tf.cast(frames["labels"], tf.int32), tf.cast(frames["depth_mm"] > 0, tf.float32)
+    foreground = tf.cast(frames["depth_mm"] > 0, tf.float32)
+    return x, tf.cast(frames["labels"], tf.int32), tf.math.divide_no_nan(foreground, tf.reduce_sum(foreground))
 
 
 def seg_frames(
@@ -175,7 +193,8 @@ def seg_batches(
     epoch: int = 0,
     augment: AugmentConfig | None = None,
 ) -> tf.data.Dataset:
-    """Batches (x, class ids, foreground mask) of `seg_frames` frames, augmented as in epoch `epoch` of a run seeded `seed`."""
+    """Batches (x, class ids, pixel weights) of `seg_frames` frames, augmented as in epoch `epoch` of a run seeded
+    `seed`."""
     if batch_size < 1:
         raise UserError(f"batch size must be >= 1, got {batch_size}")
     batches = frames.batch(batch_size)
@@ -183,7 +202,7 @@ def seg_batches(
         batches = batch_seeds(batches, seed, epoch, "augment").map(
             lambda batch, pair: augment_batch(batch, pair, augment), num_parallel_calls=tf.data.AUTOTUNE
         )
-    return batches.map(seg_examples, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return distributable(batches.map(seg_examples, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def seg_dataset(
@@ -197,7 +216,7 @@ def seg_dataset(
     augment: AugmentConfig | None = None,
     shuffle_buffer: int = 1024,
 ) -> tf.data.Dataset:
-    """Batches (x, class ids, foreground mask) of a labelled data set for the segmentation network.
+    """Batches (x, class ids, pixel weights) of a labelled data set for the segmentation network (`seg_examples`).
 
     `seg_frames`, then `seg_batches`: the order (with `shuffle`) and the
     augmentation are those of epoch `epoch` of a run seeded `seed`, the same

@@ -78,7 +78,8 @@ from keras_hpe.training.fit import (
     seed_new_model,
     with_run_length,
 )
-from keras_hpe.training.inputs import augment_batch, batch_seeds, check_crop_size, stream_seed
+from keras_hpe.training.devices import choose_placement
+from keras_hpe.training.inputs import augment_batch, batch_seeds, check_crop_size, distributable, stream_seed
 from keras_hpe.training.seg import load_segmentation_model
 
 VARIANTS = ("direct", "cascade", "semi", "full", "oracle")
@@ -216,7 +217,7 @@ def regression_dataset(
         # A depth-only model takes a bare tensor, not a dict.
         return (inputs if len(inputs) > 1 else inputs["depth"]), views["joints"]
 
-    return frames.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return distributable(frames.map(prepare, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE))
 
 
 def segment_data_set(
@@ -297,6 +298,7 @@ def train_regression(
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     run_dir: str | Path | None = None,
+    strategy: str | tf.distribute.Strategy = "auto",
 ) -> RegTrainingResult:
     """Train variant `variant` on the depth + joints data set at `data_dir`; write OUT/reg_<variant>.keras + .json.
 
@@ -309,7 +311,8 @@ def train_regression(
     checked before `out_dir` is made, and `out_dir` is locked while the
     training runs. The JSON records the paths inside `run_dir` (a
     reproduction's, the parent of `out_dir`) relative to it; `load_pipeline`
-    reads them back.
+    reads them back. `strategy` and `config.precision` place the training
+    (`devices.choose_placement`); the batch size is the global batch.
     """
     if variant not in VARIANTS:
         raise UserError(f"regression variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
@@ -331,6 +334,7 @@ def train_regression(
         if variant == ORACLE:
             _check_oracle_data(step_data)
     config = replace(config, model=replace(config.model, input_size=manifest.size))
+    placement = choose_placement(strategy, config.precision, "regression")
     cube_mm = float(manifest.cube_mm)
     if seg_path is not None:
         seg_path = Path(seg_path).resolve()
@@ -359,11 +363,10 @@ def train_regression(
         def fit(model, step_name, cube, train_extras=None, val_extras=None) -> tuple[dict, float]:
             """Compile for the step's cube (the metric's mm), fit with resume, then fix the batch-norm statistics."""
             steps = -(-manifest.count // config.batch_size) * config.epochs
-            model.compile(
-                optimizer=make_optimizer(config, steps),
-                loss=keras.losses.MeanSquaredError(),
-                metrics=[MeanJointErrorMM(cube / 2)],
-            )
+
+            def compile_regression(trained: keras.Model) -> None:
+                trained.compile(optimizer=make_optimizer(config, steps), loss=keras.losses.MeanSquaredError(),
+                                metrics=[MeanJointErrorMM(cube / 2)])
 
             def train(epoch: int) -> tf.data.Dataset:
                 return regression_dataset(
@@ -378,8 +381,9 @@ def train_regression(
                     val_dir, config.batch_size, size=manifest.size, segmentation=labels["val"], **(val_extras or {})
                 )
             history, seconds = fit_resumable(
-                model, train, epochs=config.epochs, out_dir=out_dir, name=step_name,
-                identity={**identity, "step": step_name}, val=val, progress=progress, callbacks=callbacks,
+                model, compile_regression, train, placement=placement, epochs=config.epochs, out_dir=out_dir,
+                name=step_name, identity={**identity, "step": step_name}, val=val, progress=progress,
+                callbacks=callbacks,
             )
             estimate_batch_norm_statistics(model, train(BATCH_NORM_EPOCH), config.batch_norm_batches)
             return history, seconds
@@ -427,6 +431,7 @@ def train_regression(
             "batch_size": config.batch_size,
             "seed": seed,
             "train_seconds_this_run": round(sum(seconds.values()), 1),
+            "run": placement.to_dict(),
             "config": config.to_dict(),
             "history": history,
         }

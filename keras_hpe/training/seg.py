@@ -30,12 +30,12 @@ from keras_hpe.training.fit import (
     check_seed,
     fingerprint,
     fit_resumable,
-    in_precision,
     make_optimizer,
     remove_checkpoint,
     seed_new_model,
     with_run_length,
 )
+from keras_hpe.training.devices import choose_placement
 from keras_hpe.training.inputs import check_crop_size, seg_dataset
 
 MODEL_NAME = "seg_synth.keras"
@@ -54,14 +54,19 @@ class SegTrainingResult:
 
 
 def compile_segmentation(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
-    """Pixelwise NLL and accuracy over the sample weights' pixels: all with depth, the not-hand arm included.
+    """Pixelwise NLL and accuracy over the pixels with depth, the not-hand arm included.
 
-    Keras's `pixel_accuracy` therefore counts the arm too; the paper's accuracy
+    The loss is the sum of the pixels' NLL weighted by `inputs.seg_examples`,
+    i.e. the mean over the global batch's pixels with depth: a
+    `MirroredStrategy` sums the replicas' gradients, so it trains on the
+    gradient of one device (a mean per replica would weigh the pixels of a
+    replica with fewer hand pixels more). Keras's `pixel_accuracy` is the mean
+    of the batches' accuracies and counts the arm too; the paper's accuracy
     over hand pixels is `evaluate_model`'s.
     """
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(reduction="mean_with_sample_weight"),
+        loss=keras.losses.SparseCategoricalCrossentropy(reduction="sum"),
         weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="pixel_accuracy")],
     )
 
@@ -78,6 +83,7 @@ def train_segmentation(
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     run_dir: str | Path | None = None,
+    strategy: str | tf.distribute.Strategy = "auto",
 ) -> SegTrainingResult:
     """Train the segmentation network on the labelled data set at `data_dir`; write OUT/seg_synth.keras.
 
@@ -88,9 +94,12 @@ def train_segmentation(
     and mean per-class accuracy there. The inputs are checked before `out_dir`
     is made, and `out_dir` is locked while the training runs. The metrics JSON
     records the data paths inside `run_dir` (a reproduction's) relative to it.
+    `strategy` and `config.precision` place the training
+    (`devices.choose_placement`); the batch size is the global batch.
     """
     config = with_run_length(config, epochs, batch_size)
     check_seed(seed)
+    placement = choose_placement(strategy, config.precision, "segmentation")
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     manifest = read_manifest(data_dir)
     if "labels" not in manifest.fields:
@@ -114,14 +123,12 @@ def train_segmentation(
     with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
         seed_new_model(seed)
         model = build_segmentation_model(model_config)
-        trained = in_precision(model, config.precision)
-        steps_per_epoch = math.ceil(manifest.count / config.batch_size)
-        compile_segmentation(trained, make_optimizer(config, steps_per_epoch * config.epochs))
+        steps = math.ceil(manifest.count / config.batch_size) * config.epochs
         history, seconds = fit_resumable(
-            trained, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity, val=val,
+            model, lambda trained: compile_segmentation(trained, make_optimizer(config, steps)), train,
+            placement=placement, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity, val=val,
             progress=progress, callbacks=callbacks,
         )
-        model.set_weights(trained.get_weights())
         model_path = out_dir / MODEL_NAME
         with atomic_path(model_path) as tmp:
             model.save(tmp)
@@ -133,6 +140,7 @@ def train_segmentation(
             "batch_size": config.batch_size,
             "seed": seed,
             "train_seconds_this_run": round(seconds, 1),
+            "run": placement.to_dict(),
             "config": asdict(config),
             # All epochs, also those done before an interruption.
             "history": history,

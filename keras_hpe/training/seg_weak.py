@@ -34,12 +34,12 @@ from keras_hpe.training.fit import (
     check_seed,
     fingerprint,
     fit_resumable,
-    in_precision,
     make_optimizer,
     remove_checkpoint,
     seed_new_model,
     with_run_length,
 )
+from keras_hpe.training.devices import choose_placement
 from keras_hpe.training.inputs import check_labelled, seg_batches, seg_frames, stream_seed
 from keras_hpe.training.seg import accuracy_summary, compile_segmentation, evaluate_model, load_segmentation_model
 
@@ -122,6 +122,7 @@ def train_segmentation_weak(
     progress: bool = True,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     run_dir: str | Path | None = None,
+    strategy: str | tf.distribute.Strategy = "auto",
 ) -> SegWeakResult:
     """Fine-tune the stage-1 model `init_model` on synthetic + restored real frames; write OUT/seg_weak.keras.
 
@@ -138,10 +139,13 @@ def train_segmentation_weak(
     evaluation split), the metrics JSON holds the fine-tuned model's accuracy
     there. The inputs are checked before `out_dir` is made, and `out_dir` is
     locked while the training runs. The metrics JSON records the paths inside
-    `run_dir` (a reproduction's) relative to it.
+    `run_dir` (a reproduction's) relative to it. `strategy` and
+    `config.precision` place the training (`devices.choose_placement`); the
+    batch size is the global batch.
     """
     config = with_run_length(config, epochs, batch_size)
     check_seed(seed)
+    placement = choose_placement(strategy, config.precision, "segmentation")
     init_model, out_dir = Path(init_model), Path(out_dir)
     synth = read_manifest(synth_dir)
     restored = read_restored_manifest(restored_dir)
@@ -169,13 +173,11 @@ def train_segmentation_weak(
     }
     with output_folder(out_dir) as out_dir, folder_lock(out_dir, "training folder"):
         seed_new_model(seed)
-        trained = in_precision(model, config.precision)
-        compile_segmentation(trained, make_optimizer(config, steps * config.epochs))
         history, seconds = fit_resumable(
-            trained, train, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity,
+            model, lambda trained: compile_segmentation(trained, make_optimizer(config, steps * config.epochs)), train,
+            placement=placement, epochs=config.epochs, out_dir=out_dir, name=FIT_NAME, identity=identity,
             progress=progress, callbacks=callbacks,
         )
-        model.set_weights(trained.get_weights())
         model_path = out_dir / MODEL_NAME
         with atomic_path(model_path) as tmp:
             model.save(tmp)
@@ -191,6 +193,7 @@ def train_segmentation_weak(
             "steps_per_epoch": steps,
             "seed": seed,
             "train_seconds_this_run": round(seconds, 1),
+            "run": placement.to_dict(),
             "config": settings,
             # All epochs, also those done before an interruption.
             "history": history,
