@@ -2,7 +2,8 @@
 
 Long jobs call `crash_point(name, where)` where an interruption would hurt
 most: after a data shard, a training batch, an epoch's checkpoint, a
-restoration chunk, a finished stage. With the environment variable
+restoration chunk, a finished stage, a prediction batch's lines (before
+its state records them). With the environment variable
 
     KERAS_HPE_CRASH_AT="fit.batch/seg:3,dataset.shard:1"
 
@@ -22,7 +23,7 @@ import signal
 from pathlib import PurePath
 
 ENV = "KERAS_HPE_CRASH_AT"
-POINTS = ("dataset.shard", "fit.batch", "fit.epoch", "restore.chunk", "stage.done")
+POINTS = ("dataset.shard", "fit.batch", "fit.epoch", "predict.batch", "restore.chunk", "stage.done")
 
 _reached: collections.Counter[str] = collections.Counter()
 

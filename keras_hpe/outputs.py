@@ -168,14 +168,25 @@ def folder_lock(folder: str | os.PathLike, what: str = "folder") -> Iterator[Pat
     try:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        for leftover in folder.iterdir():
-            if _TEMPORARY.match(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
-                shutil.rmtree(leftover, ignore_errors=True)
+        remove_temporaries(folder)
         yield folder
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Remove the `atomic_path` temporaries a killed writer left directly in `folder` (if it exists).
+
+    Only for a folder whose writers all hold the lock its caller holds: then no temporary there is in use.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for leftover in folder.iterdir():
+        if _TEMPORARY.match(leftover.name) and leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _check_creatable(path: Path, what: str) -> None:

@@ -34,6 +34,13 @@ def assert_one_line_error(stderr: str, needle: str = "") -> str:
     return lines[0]
 
 
+def prediction_records(out) -> list[dict]:
+    """The records of `keras-hpe predict --out OUT`'s frames.jsonl, one per frame."""
+    import json
+
+    return [json.loads(line) for line in (out / "frames.jsonl").read_text().splitlines()]
+
+
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory):
     """48 synthetic frames with dense labels."""
@@ -77,6 +84,23 @@ def seg_model_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "seg_synth.keras"
     build_segmentation_model(config).save(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def predict_models(tmp_path_factory):
+    """A folder of untrained 32 x 32 models of the default configs for `keras-hpe predict`: seg.keras,
+    reg.keras (shared heads) and other_reg.keras (the same network with other weights)."""
+    import keras
+
+    from keras_hpe.models.regression import RegressionConfig, build_regression
+    from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+
+    root = tmp_path_factory.mktemp("predict_models")
+    keras.utils.set_random_seed(0)
+    build_segmentation_model(SegmentationConfig(size=TINY_SIZE)).save(root / "seg.keras")
+    for name in ("reg.keras", "other_reg.keras"):
+        build_regression(RegressionConfig(input_size=TINY_SIZE), variant="shared").save(root / name)
+    return root
 
 
 @pytest.fixture(scope="session")

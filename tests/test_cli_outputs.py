@@ -108,15 +108,14 @@ def test_evaluate_seg_checks_examples_before_writing_scores(inputs, tmp_path, ca
     assert not out.exists()
 
 
-def test_predict_writes_nothing_when_a_later_input_is_bad(inputs, tmp_path, capsys):
-    bad = tmp_path / "empty.npy"
-    np.save(bad, np.zeros((480, 640), np.float32))
+def test_predict_writes_nothing_when_a_later_input_is_missing(inputs, tmp_path, capsys):
+    missing = tmp_path / "gone.npy"
     out = tmp_path / "pred"
-    argv = ["predict", *inputs["images"], bad, "--batch-size", "1", "--reg", inputs["root"] / "reg.keras",
+    argv = ["predict", *inputs["images"], missing, "--batch-size", "1", "--reg", inputs["root"] / "reg.keras",
             "--seg", inputs["root"] / "seg.keras", "--out", "OUT"]
     code, err = run(capsys, argv, out)
     assert code == 2
-    assert_one_line_error(err, f"{bad}: empty depth image")
+    assert_one_line_error(err, f"{missing}: no such file")
     assert not out.exists()
 
 

@@ -1,37 +1,34 @@
-"""`keras-hpe predict` on NYU-format PNGs and .npy depth images."""
+"""`keras-hpe predict` on NYU-format PNGs and .npy depth images: outputs, centres, the cascade, bad frames.
+
+Streaming (folders, lists, batches, resuming): test_predict_stream.py."""
 
 import argparse
 import io
 import json
 
-import keras
 import numpy as np
-import pandas as pd
 import pytest
 
+from conftest import prediction_records
 from keras_hpe.cli import predict as predict_cli
 from keras_hpe.data.camera import xyz_to_uvd
 from keras_hpe.data.crop import center_of_mass_uvd, crop_depth
 from keras_hpe.data.nyu import read_depth_png, write_nyu_like
-from keras_hpe.data.skeleton import JOINT_NAMES
 from keras_hpe.errors import UserError
-from keras_hpe.models.regression import RegressionConfig, build_regression
-from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model
+from keras_hpe.evaluation.joints import read_joints_txt
 from keras_hpe.pipeline import load_estimator
 
 SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("predict")
-    keras.utils.set_random_seed(0)
-    build_segmentation_model(SegmentationConfig(size=SIZE)).save(root / "seg.keras")
-    build_regression(RegressionConfig(input_size=SIZE), variant="shared").save(root / "reg.keras")
-    pngs = sorted(write_nyu_like(root / "nyu", "test", 2, seed=3).glob("*.png"))
-    npy = root / "frame.npy"
+def setup(predict_models, tmp_path_factory):
+    """The models' folder, and two NYU PNGs and an .npy holding the first one's depth."""
+    folder = tmp_path_factory.mktemp("predict")
+    pngs = sorted(write_nyu_like(folder / "nyu", "test", 2, seed=3).glob("*.png"))
+    npy = folder / "frame.npy"
     np.save(npy, read_depth_png(pngs[0]).astype(np.uint16))
-    return root, [*pngs, npy]
+    return predict_models, [*pngs, npy]
 
 
 def _run(root, *argv, models=None):
@@ -45,10 +42,8 @@ def _run(root, *argv, models=None):
 def test_predict_writes_joints_and_overlays(setup, tmp_path):
     root, inputs = setup
     out = tmp_path / "out"
-    assert _run(root, *inputs, "--out", out, "--batch-size", "2") == 0
-    result = json.loads((out / "joints.json").read_text())
-    assert result["joint_names"] == list(JOINT_NAMES)
-    frames = result["frames"]
+    assert _run(root, *inputs, "--out", out, "--batch-size", "2", "--overlays", "all", "--no-progress") == 0
+    frames = prediction_records(out)
     assert [f["file"] for f in frames] == [str(p) for p in inputs]
     for frame, path in zip(frames, inputs):
         depth = read_depth_png(path) if path.suffix == ".png" else np.load(path).astype(np.float32)
@@ -59,11 +54,8 @@ def test_predict_writes_joints_and_overlays(setup, tmp_path):
         assert (out / frame["overlay"]).stat().st_size > 1000
     # The .npy holds the first PNG's depth: same input, same joints.
     np.testing.assert_allclose(frames[2]["joints_xyz_mm"], frames[0]["joints_xyz_mm"], atol=1e-2)
-    table = pd.read_csv(out / "joints.csv")
-    assert len(table) == 14 * len(inputs)
-    np.testing.assert_allclose(
-        table[["x_mm", "y_mm", "z_mm"]].to_numpy().reshape(-1, 14, 3), [f["joints_xyz_mm"] for f in frames]
-    )
+    # joints.txt: the NYU text format that evaluate-joints reads, the same joints.
+    np.testing.assert_array_equal(read_joints_txt(out / "joints.txt"), [f["joints_uvd"] for f in frames])
 
 
 def test_given_centres_are_used(setup, tmp_path):
@@ -74,7 +66,7 @@ def test_given_centres_are_used(setup, tmp_path):
     centers.write_text(f"file,u,v,d\n{png.name},{centre[0]},{centre[1]},{centre[2]}\n")
     out = tmp_path / "out"
     assert _run(root, png, "--out", out, "--centers", centers) == 0
-    frame = json.loads((out / "joints.json").read_text())["frames"][0]
+    [frame] = prediction_records(out)
     assert frame["center_source"] == "given"
     np.testing.assert_allclose(frame["center_uvd"], centre)
     estimator = load_estimator(root / "reg.keras", root / "seg.keras")
@@ -91,18 +83,19 @@ def test_predict_with_a_cascade(setup, cascade_path, seg_model_path, tmp_path, c
     root, inputs = setup
     out = tmp_path / "out"
     assert _run(root, *inputs[:2], "--out", out, models=["--reg", cascade_path]) == 0
-    result = json.loads((out / "joints.json").read_text())
-    assert result["cascade"] == {"refine_model": "regression_direct", "refine_cube_mm": 180.0}
-    assert result["segmentation_model"] is None
+    models = json.loads((out / "state.json").read_text())["identity"]["models"]["estimator"]
+    assert (models["refine_model"], models["refine_cube_mm"]) == ("regression_direct", 180.0)
+    assert models["segmentation_model"] is None
     estimator = load_estimator(cascade_path)
-    for frame, path in zip(result["frames"], inputs):
+    frames = prediction_records(out)
+    assert len(frames) == 2
+    for frame, path in zip(frames, inputs):
         centre = np.asarray(frame["center_uvd"], dtype=np.float32)
         crop = crop_depth(read_depth_png(path), centre, SIZE)
         expected = estimator.predict(crop[None], centre[None])
         np.testing.assert_allclose(frame["joints_xyz_mm"], expected["joints_xyz"][0], atol=1e-2)
         np.testing.assert_allclose(frame["joints_uvd"], expected["joints_uvd"][0], atol=1e-2)
         assert (out / frame["overlay"]).stat().st_size > 1000
-    assert len(pd.read_csv(out / "joints.csv")) == 2 * 14
 
     capsys.readouterr()
     argv = ["predict", "--reg", cascade_path, "--seg", seg_model_path, "--out", tmp_path / "refused", inputs[0]]
@@ -141,10 +134,16 @@ def test_bad_inputs_are_one_line_user_errors(setup, tmp_path, name, content, mes
         path.write_bytes(content)
     else:
         np.save(path, content)
+    out = tmp_path / "out"
     with pytest.raises(UserError, match=message) as error:
-        _run(root, path, "--out", tmp_path / "out")
+        _run(root, path, "--out", out)
     assert str(path) in str(error.value) and "\n" not in str(error.value)
-    assert not (tmp_path / "out" / "joints.json").exists()
+    if path.suffix == ".txt":  # not a depth frame: refused before any work
+        assert not out.exists()
+    else:  # a frame that cannot be predicted: recorded and skipped
+        [record] = prediction_records(out)
+        assert record["file"] == str(path) and message in record["error"] and "joints_uvd" not in record
+        assert (out / "joints.txt").read_text().split() == ["nan"] * 42
 
 
 @pytest.mark.parametrize("depth_mm, shown", [(1e30, "1e+30"), (60000.0, "60000"), (50.0, "50")])

@@ -4,6 +4,7 @@ import json
 import zipfile
 
 import keras
+import numpy as np
 import pytest
 from conftest import assert_one_line_error
 
@@ -83,7 +84,9 @@ def test_unreadable_model_files(seg_model_path, tmp_path, name, message):
 def test_cli_names_the_kind_of_a_wrong_model(seg_model_path, reg_model_path, synth_dir, tmp_path, capsys):
     assert main(["evaluate-seg", "--model", str(reg_model_path), "--data", str(synth_dir)]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{reg_model_path} is a regression model")
-    assert main(["predict", "--reg", str(seg_model_path), "--out", str(tmp_path / "out"), "x.npy"]) == 2
+    frame = tmp_path / "x.npy"
+    np.save(frame, np.zeros((480, 640), np.float32))
+    assert main(["predict", "--reg", str(seg_model_path), "--out", str(tmp_path / "out"), str(frame)]) == 2
     assert_one_line_error(capsys.readouterr().err, f"{seg_model_path} is a segmentation model")
     _damaged_copies(seg_model_path, tmp_path)
     assert main(["evaluate-seg", "--model", str(tmp_path / "garbage.keras"), "--data", str(synth_dir)]) == 2

@@ -213,7 +213,7 @@ def estimator_info():
 @PROPERTY
 @given(data=st.data())
 def test_generated_depth_images_and_centres_are_checked(estimator_info, tmp_path_factory, data):
-    from keras_hpe.cli.predict import _checked_centre, read_centers
+    from keras_hpe.predict import read_centers, read_frame
 
     folder = tmp_path_factory.mktemp("depth")
     kind = data.draw(st.sampled_from(["hand", "array", "bytes"]))
@@ -235,7 +235,7 @@ def test_generated_depth_images_and_centres_are_checked(estimator_info, tmp_path
             {data.draw(st.sampled_from(["frame.npy", "other.npy"])): data.draw(json_values)}))
         centres = reader_outcome(read_centers, folder / "centres.json")
         assume(centres is not None)
-    result = reader_outcome(_checked_centre, path, centres, estimator_info)
+    result = reader_outcome(read_frame, path, centres, estimator_info)
     if result is not None:
-        centre, _ = result
+        _, _, centre, _ = result
         assert np.isfinite(centre).all() and 100 <= centre[2] <= 10_000

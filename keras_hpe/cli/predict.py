@@ -1,53 +1,57 @@
-"""`keras-hpe predict`: joints and part maps for full-size depth images (NYU PNG or .npy).
+"""`keras-hpe predict`: joints for full-size depth frames (NYU PNG or .npy), thousands at a time.
 
-Each image is read (NYU PNG: depth mm = (G << 8) | B; or an (480, 640) .npy in mm),
-its hand centre found as the centre of mass of the depth (`crop.center_of_mass_uvd`)
-unless given, cropped (`crop.crop_depth`) and run through the `HandPoseEstimator`.
-OUT gets `joints.json`, `joints.csv` (one row per file and joint) and
-`overlays/<name>.png` (the depth with the predicted skeleton, and the part map).
+The job itself, its outputs and how it resumes are `keras_hpe.predict`'s.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import numpy as np
-
-from keras_hpe.outputs import atomic_path, check_output_folder, folder_lock, output_folder, write_text
-from keras_hpe.data.camera import (
-    MAX_HAND_DEPTH_MM,
-    MAX_IMAGE_DEPTH_MM,
-    MIN_HAND_DEPTH_MM,
-    NYU_CAMERA,
-    Camera,
-)
-from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_window, uvd_to_crop
-from keras_hpe.data.show import draw_skeleton, labels_rgb
-from keras_hpe.data.skeleton import JOINT_NAMES
+from keras_hpe.data.crop import CUBE_MM
 from keras_hpe.errors import UserError
-
-if TYPE_CHECKING:
-    from keras_hpe.pipeline import EstimatorInfo, HandPoseEstimator
-
-IMAGE_SUFFIXES = (".png", ".npy")
+from keras_hpe.outputs import check_output_folder
+from keras_hpe.predict import (
+    DEFAULT_BATCH,
+    DEFAULT_OVERLAYS,
+    FRAMES_NAME,
+    JOINTS_NAME,
+    OVERLAY_DIR,
+    STATE_NAME,
+    check_settings,
+)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the `predict` sub-command."""
     parser = subparsers.add_parser(
         "predict",
-        help="estimate hand joints on depth images (NYU PNG or .npy), write joints and overlays",
+        help="estimate hand joints on depth frames (NYU PNG or .npy, files, folders, lists), write joints and overlays",
         description=(
-            "Run segmentation + regression on full-size depth images (640x480 NYU PNG, depth = (G<<8)|B, "
-            "or .npy (480, 640) in mm). The hand centre is the depth's centre of mass unless --centers gives it. "
-            "Writes OUT/joints.json, OUT/joints.csv (14 joints per file, xyz mm and uvd) and "
-            "OUT/overlays/<name>.png. The crop size comes from the models."
+            "Run segmentation + regression on full-size depth frames (640x480 NYU PNG, depth = (G<<8)|B, "
+            "or .npy (480, 640) in mm), batch by batch: memory does not grow with the number of frames. "
+            "The hand centre is the depth's centre of mass unless --centers gives it; the crop size comes "
+            f"from the models. OUT gets, one line per frame in input order, {JOINTS_NAME} (the community's NYU "
+            "format: 14 joints x 'u v d', pixels and mm, as evaluate-joints reads it) and "
+            f"{FRAMES_NAME} (JSON: file, centre, joints in xyz mm and uvd, overlay), and "
+            f"{OVERLAY_DIR}/<line>_<name>.png for a few frames. A frame that cannot be read or shows no hand "
+            f"is skipped (its {JOINTS_NAME} line is 42 nan, its {FRAMES_NAME} line holds the error) and the "
+            "others are predicted; the command then exits 2 naming it. After each batch the results are "
+            f"appended and {STATE_NAME} records them: the same command run again after an interruption goes on "
+            "after the last whole batch, with the results of an uninterrupted run; another run (other frames, "
+            "models, centres or --overlays) into the same OUT is refused."
         ),
     )
-    parser.add_argument("inputs", type=Path, nargs="+", metavar="INPUT", help="depth images, .png (NYU) or .npy (mm)")
+    parser.add_argument(
+        "inputs", type=Path, nargs="*", metavar="INPUT",
+        help="depth frames, .png (NYU) or .npy (mm), or folders of them (every *.png and *.npy directly inside, "
+        "sorted by name)",
+    )
+    parser.add_argument(
+        "--list", type=Path, action="append", default=[], metavar="FILE",
+        help="text file naming one frame or folder a line (relative to the file's own folder; blank lines and "
+        "# comments skipped); its frames follow the INPUTs; may be given more than once",
+    )
     parser.add_argument(
         "--reg", type=Path, required=True,
         help="regression model (.keras) of any variant: direct, cascade (reg_cascade.keras: its second model and "
@@ -62,243 +66,53 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--centers", type=Path, default=None,
         help="crop centres instead of the centre of mass: CSV with columns file,u,v,d or JSON "
-        "{file: [u, v, d]}; file is the name or the path as given (default: centre of mass)",
+        "{file: [u, v, d]}; file is the name or the path as named (default: centre of mass)",
     )
     parser.add_argument(
         "--cube-mm", type=float, default=CUBE_MM,
         help=f"side of the crop cube the models were trained with, mm (default: {CUBE_MM:g})",
     )
-    parser.add_argument("--batch-size", type=int, default=32, help="images per network call (default: 32)")
+    parser.add_argument(
+        "--batch", "--batch-size", dest="batch", type=int, default=DEFAULT_BATCH,
+        help="frames read, estimated and saved at a time; an interrupted run resumes after the last whole batch, "
+        f"and the same --batch gives the same bytes (default: {DEFAULT_BATCH})",
+    )
+    parser.add_argument(
+        "--overlays", type=_overlay_count, default=DEFAULT_OVERLAYS, metavar="N|all",
+        help="overlay pictures (about 0.1 s each) for N frames spread evenly over the run, the first among them; "
+        f"0 for none, 'all' for every frame (default: {DEFAULT_OVERLAYS})",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     parser.set_defaults(func=run)
+
+
+def _overlay_count(text: str) -> int | None:
+    """--overlays: a whole number, or None for 'all'."""
+    if text == "all":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'all', got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_hpe.pipeline import load_estimator
+    from keras_hpe.predict import list_frames, predict_frames, read_centers
 
     check_output_folder(args.out, "--out")
+    check_settings(args.batch, args.overlays)
     centers = read_centers(args.centers) if args.centers is not None else None
+    frames = list_frames(args.inputs, args.list)  # before the models load: a mistyped path fails at once
     estimator = load_estimator(args.reg, args.seg, cube_mm=args.cube_mm)
-    frames = predict_images(estimator, args.inputs, args.out, centers, args.batch_size)
-    print(f"{len(frames)} image(s): joints in {args.out / 'joints.json'} and {args.out / 'joints.csv'}, "
-          f"overlays in {args.out / 'overlays'}")
+    result = predict_frames(estimator, frames, args.out, centers=centers, batch=args.batch, overlays=args.overlays,
+                            progress=not args.no_progress)
+    print(f"{result.frames - result.skipped} of {result.frames} frame(s) predicted: joints in "
+          f"{args.out / JOINTS_NAME} and {args.out / FRAMES_NAME}, {result.overlays} overlay(s) in "
+          f"{args.out / OVERLAY_DIR}")
+    if result.skipped:
+        raise UserError(
+            f"{result.skipped} of {result.frames} frame(s) skipped (each one's error is on its line of "
+            f"{args.out / FRAMES_NAME}), the first: {result.first_skipped}"
+        )
     return 0
-
-
-def read_depth_image(path: Path, camera: Camera = NYU_CAMERA) -> np.ndarray:
-    """Read a full-size depth image (camera.height, camera.width) float32 mm, checking its values."""
-    from keras_hpe.data.nyu import read_depth_png
-
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in IMAGE_SUFFIXES:
-        raise UserError(f"{path}: unsupported depth image type {path.suffix!r}; expected {' or '.join(IMAGE_SUFFIXES)}")
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    if suffix == ".png":
-        return read_depth_png(path)
-    try:
-        depth = np.load(path, allow_pickle=False)
-    except (OSError, EOFError, ValueError) as error:
-        raise UserError(f"{path}: cannot read .npy (empty, truncated or damaged): {str(error).splitlines()[0]}") from None
-    if not isinstance(depth, np.ndarray):  # an .npz archive
-        depth.close()
-        raise UserError(f"{path}: expected a .npy array of depth in mm, got an .npz archive")
-    expected = (camera.height, camera.width)
-    numeric = np.issubdtype(depth.dtype, np.integer) or np.issubdtype(depth.dtype, np.floating)
-    if depth.shape != expected or not numeric:
-        raise UserError(f"{path}: expected a {expected} array of depth in mm, got {depth.dtype} {depth.shape}")
-    # Checked before the cast to float32, which would turn a huge value into inf.
-    if not np.all(np.isfinite(depth)):
-        raise UserError(f"{path}: depth has NaN or infinite values (expected mm >= 0, 0 = no data)")
-    if np.any(depth < 0):
-        raise UserError(f"{path}: depth has negative values (expected mm >= 0, 0 = no data)")
-    if np.any(depth > MAX_IMAGE_DEPTH_MM):
-        raise UserError(
-            f"{path}: depth values up to {depth.max():.6g}, above {MAX_IMAGE_DEPTH_MM:.0f} mm, the 16-bit limit of "
-            "every depth camera: expected depth in mm"
-        )
-    return depth.astype(np.float32)
-
-
-def read_centers(path: Path) -> dict[str, np.ndarray]:
-    """Read crop centres: CSV (columns file,u,v,d) or JSON {file: [u, v, d]} -> {file: (3,) uvd}."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"centres file {path} does not exist")
-    try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(path.read_text())
-            if not isinstance(raw, dict):
-                raise ValueError("expected an object {file: [u, v, d]}")
-            names, values = list(raw), [raw[name] for name in raw]
-        else:
-            table = pd.read_csv(path)
-            missing = {"file", "u", "v", "d"} - set(table.columns)
-            if missing:
-                raise ValueError(f"missing column(s) {sorted(missing)}; expected file,u,v,d")
-            names, values = table["file"].astype(str).tolist(), table[["u", "v", "d"]].to_numpy()
-        centers = np.asarray(values, dtype=np.float64)
-    except (ValueError, TypeError, pd.errors.ParserError) as error:
-        raise UserError(f"centres file {path}: {str(error).splitlines()[0]}") from None
-    if centers.shape != (len(names), 3) or not np.all(np.isfinite(centers)):
-        raise UserError(f"centres file {path}: each centre must be 3 finite numbers u, v, d (d in mm)")
-    for name, centre in zip(names, centers):
-        _check_hand_depth(centre[2], f"centres file {path}: the centre of {name!r}")
-    return dict(zip(names, centers))
-
-
-def _check_hand_depth(depth_mm: float, what: str) -> None:
-    if not MIN_HAND_DEPTH_MM <= depth_mm <= MAX_HAND_DEPTH_MM:
-        raise UserError(
-            f"{what} is {depth_mm:.6g} mm deep, outside any depth camera's range "
-            f"({MIN_HAND_DEPTH_MM:g} mm to {MAX_HAND_DEPTH_MM / 1000:g} m)"
-        )
-
-
-def predict_images(
-    estimator: HandPoseEstimator,
-    paths: list[Path],
-    out: Path,
-    centers: dict[str, np.ndarray] | None = None,
-    batch_size: int = 32,
-    progress: bool = True,
-) -> list[dict]:
-    """Estimate joints on depth images; write OUT/joints.json, joints.csv, overlays/; return the frames' records.
-
-    Every input is read and checked (its depth, its centre, some depth in the
-    cube) before anything is written, so a bad input leaves OUT as it was.
-    """
-    from tqdm import tqdm
-
-    paths = [Path(p) for p in paths]
-    if batch_size < 1:
-        raise UserError(f"--batch-size must be >= 1, got {batch_size}")
-    stems = [p.stem for p in paths]
-    duplicates = sorted({s for s in stems if stems.count(s) > 1})
-    if duplicates:
-        raise UserError(f"inputs share the file name(s) {duplicates}: their overlays would collide")
-    out = check_output_folder(out, "--out")
-    info = estimator.info
-    # A transient bar (leave=False): if an input is bad, its error is the one line left on the terminal.
-    with tqdm(paths, desc="check inputs", unit="image", leave=False, disable=not progress) as bar:
-        sources = [_checked_centre(path, centers, info) for path in bar]
-    frames: list[dict] = []
-    with output_folder(out, "--out"), folder_lock(out, "prediction folder"), \
-            tqdm(total=len(paths), desc="predict", unit="image", disable=not progress) as bar:
-        for start in range(0, len(paths), batch_size):
-            batch = paths[start : start + batch_size]
-            # Read again rather than kept from the check: holding every full image would grow with the inputs.
-            images = [read_depth_image(path, info.camera) for path in batch]
-            centres = [centre for centre, _ in sources[start : start + batch_size]]
-            crops = [crop_depth(image, centre, info.size, info.cube_mm, info.camera)
-                     for image, centre in zip(images, centres)]
-            result = estimator.predict(np.stack(crops), np.stack(centres).astype(np.float32))
-            for k, path in enumerate(batch):
-                overlay = out / "overlays" / f"{path.stem}.png"
-                parts = result["parts"][k] if "parts" in result else None
-                draw_overlay(overlay, images[k], crops[k], parts, result["joints_uvd"][k], centres[k], info)
-                frames.append({
-                    "file": str(path),
-                    "center_uvd": centres[k].tolist(),
-                    "center_source": sources[start + k][1],
-                    "joints_xyz_mm": result["joints_xyz"][k].astype(float).round(3).tolist(),
-                    "joints_uvd": result["joints_uvd"][k].astype(float).round(3).tolist(),
-                    "overlay": str(overlay.relative_to(out)),
-                })
-                bar.update()
-        _write_joints(out, frames, info)
-    return frames
-
-
-def _checked_centre(path: Path, centers: dict[str, np.ndarray] | None, info: EstimatorInfo) -> tuple[np.ndarray, str]:
-    """Read `path` and check it can be predicted: its crop centre and where it came from (UserError if not)."""
-    depth = read_depth_image(path, info.camera)
-    centre, source = _centre_of(path, depth, centers, info)
-    if not np.any(crop_depth(depth, centre, info.size, info.cube_mm, info.camera) > 0):
-        raise UserError(
-            f"{path}: no depth inside the {info.cube_mm:g} mm cube around the centre {centre.round(1).tolist()}"
-        )
-    return centre, source
-
-
-def draw_overlay(
-    path: Path,
-    depth_mm: np.ndarray,
-    crop_mm: np.ndarray,
-    parts: np.ndarray | None,
-    joints_uvd: np.ndarray,
-    center_uvd: np.ndarray,
-    info: EstimatorInfo,
-) -> Path:
-    """Picture of one prediction: the depth around the hand with the skeleton, and the crop's parts (or depth)."""
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(8, 4), layout="constrained")
-    image_ax, crop_ax = figure.subplots(1, 2)
-    depth_cmap = matplotlib.colormaps["gray_r"].with_extremes(bad="black")  # near is bright, no data black
-    # Grey levels span the cube's depth range, so the hand's relief shows, not the room's.
-    near, far = center_uvd[2] - 0.5 * info.cube_mm, center_uvd[2] + 0.5 * info.cube_mm
-    image_ax.imshow(np.ma.masked_equal(depth_mm, 0), cmap=depth_cmap, vmin=near, vmax=far, interpolation="nearest")
-    draw_skeleton(image_ax, joints_uvd)
-    # Zoom on the hand: the crop window with a margin of half its size.
-    u0, v0, u1, v1 = crop_window(center_uvd, 1.5 * info.cube_mm, info.camera)
-    image_ax.set_xlim(u0, u1)
-    image_ax.set_ylim(v1, v0)
-    image_ax.set_title(Path(path).stem, fontsize=9)
-    if parts is not None:
-        crop_ax.imshow(labels_rgb(parts, crop_mm), interpolation="nearest")
-        crop_ax.set_title("predicted parts", fontsize=9)
-    else:
-        crop_ax.imshow(np.ma.masked_equal(crop_mm, 0), cmap=depth_cmap, vmin=near, vmax=far, interpolation="nearest")
-        crop_ax.set_title("crop", fontsize=9)
-    draw_skeleton(crop_ax, uvd_to_crop(joints_uvd, center_uvd, info.size, info.cube_mm, info.camera))
-    crop_ax.set_xlim(-0.5, info.size - 0.5)
-    crop_ax.set_ylim(info.size - 0.5, -0.5)
-    for ax in (image_ax, crop_ax):
-        ax.set_axis_off()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=80)
-    return Path(path)
-
-
-def _centre_of(
-    path: Path, depth_mm: np.ndarray, centers: dict[str, np.ndarray] | None, info: EstimatorInfo
-) -> tuple[np.ndarray, str]:
-    if centers is not None:
-        for key in (str(path), path.name):
-            if key in centers:
-                return centers[key], "given"
-        raise UserError(f"{path}: no centre for this file in the centres file (keys are file names or paths)")
-    if not np.any(depth_mm > 0):
-        raise UserError(f"{path}: empty depth image (no pixel > 0 mm)")
-    centre = center_of_mass_uvd(depth_mm, info.camera, cube_mm=info.cube_mm)
-    _check_hand_depth(centre[2], f"{path}: the hand centre (the depth's centre of mass)")
-    return centre, "center_of_mass"
-
-
-def _write_joints(out: Path, frames: list[dict], info: EstimatorInfo) -> None:
-    import pandas as pd
-
-    summary = {
-        "joint_names": list(JOINT_NAMES),
-        "units": {"joints_xyz_mm": "camera frame, mm, y up", "joints_uvd": "pixel u, pixel v, depth mm"},
-        "crop_size": info.size,
-        "cube_mm": info.cube_mm,
-        "segmentation_model": info.segmentation_model,
-        "regression_model": info.regression_model,
-        "cascade": info.cascade,
-        "frames": frames,
-    }
-    write_text(out / "joints.json", json.dumps(summary, indent=1) + "\n")
-    xyz = np.asarray([f["joints_xyz_mm"] for f in frames]).reshape(-1, 3)
-    uvd = np.asarray([f["joints_uvd"] for f in frames]).reshape(-1, 3)
-    table = pd.DataFrame({
-        "file": np.repeat([f["file"] for f in frames], len(JOINT_NAMES)),
-        "joint": np.tile(JOINT_NAMES, len(frames)),
-        "x_mm": xyz[:, 0], "y_mm": xyz[:, 1], "z_mm": xyz[:, 2],
-        "u_px": uvd[:, 0], "v_px": uvd[:, 1], "d_mm": uvd[:, 2],
-    })
-    write_text(out / "joints.csv", table.to_csv(index=False))
