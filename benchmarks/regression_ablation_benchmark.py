@@ -49,13 +49,8 @@ from keras_hpe.evaluation.statistics import Bootstrap  # noqa: E402
 from keras_hpe.models.morphology import binary_opening  # noqa: E402
 from keras_hpe.models.regression import part_channels  # noqa: E402
 from keras_hpe.presets import get_preset  # noqa: E402
-from keras_hpe.training.reg import (  # noqa: E402
-    SEG_VARIANTS,
-    VARIANTS,
-    evaluate_regression,
-    load_pipeline,
-    train_regression,
-)
+from keras_hpe.training.reg import train_regression  # noqa: E402
+from keras_hpe.training.reg_predict import SEG_VARIANTS, VARIANTS, evaluate_regression, load_pipeline  # noqa: E402
 
 
 def parse_run(text: str) -> tuple[str, str, dict]:

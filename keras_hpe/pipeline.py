@@ -248,11 +248,11 @@ def load_estimator(
     """Load a trained variant's `.keras` models into an estimator.
 
     The segmentation model defaults to the one named in the `.json` that
-    training writes beside the regression model (`training.reg.load_pipeline`);
+    training writes beside the regression model (`training.reg_predict.load_pipeline`);
     that JSON also names a cascade's second model and its cube.
     """
     from keras_hpe.models.loading import load_model
-    from keras_hpe.training.reg import ORACLE, load_pipeline
+    from keras_hpe.training.reg_predict import ORACLE, load_pipeline
 
     variant = load_pipeline(regression_path, segmentation_path)
     if variant.variant == ORACLE:

@@ -146,7 +146,7 @@ def run_evaluate(
     from keras_hpe.evaluation.segmentation import plot_per_part_accuracy, save_frame_counts
     from keras_hpe.reports.figures import plot_pose_montage, sample_frames
     from keras_hpe.reports.tables import segmentation_percent
-    from keras_hpe.training.reg import evaluate_regression, load_pipeline
+    from keras_hpe.training.reg_predict import evaluate_regression, load_pipeline
 
     real_test = inputs["real_test"] / DATA
     manifest = read_manifest(real_test)
@@ -277,7 +277,7 @@ def run_report(work: Path, inputs: dict[str, Path], params: dict, progress: bool
     from keras_hpe.data.dataset import read_manifest
     from keras_hpe.evaluation.segmentation import load_frame_counts
     from keras_hpe.reports.report import write_report
-    from keras_hpe.reports.tables import PUBLISHED, TABLE4_METHODS
+    from keras_hpe.reports.table4 import PUBLISHED, TABLE4_METHODS
     from keras_hpe.restoration.index import DictionaryMeta
 
     reports_dir = Path(params["reports"])

@@ -7,7 +7,7 @@ from keras_hpe.data.dataset import make_tf_dataset
 from keras_hpe.errors import UserError
 from keras_hpe.presets import AugmentConfig
 from keras_hpe.training.inputs import seg_dataset
-from keras_hpe.training.reg import regression_dataset
+from keras_hpe.training.reg_data import regression_dataset
 from keras_hpe.training.seg_weak import mixed_seg_dataset
 
 AUGMENT = AugmentConfig(20.0, 0.1)

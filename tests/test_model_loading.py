@@ -12,7 +12,7 @@ from keras_hpe.cli.main import main
 from keras_hpe.errors import UserError
 from keras_hpe.models.loading import load_model
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression
-from keras_hpe.training.reg import load_pipeline
+from keras_hpe.training.reg_predict import load_pipeline
 
 
 @pytest.fixture(scope="module")

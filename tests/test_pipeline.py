@@ -13,7 +13,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.models.regression import RegressionConfig, build_direct_regression, build_regression
 from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation_model, predict_parts
 from keras_hpe.pipeline import HandPoseEstimator, load_estimator
-from keras_hpe.training.reg import load_pipeline, predict_joints_xyz
+from keras_hpe.training.reg_predict import load_pipeline, predict_joints_xyz
 
 SIZE = 32
 
@@ -88,7 +88,7 @@ def test_direct_estimator_has_no_parts_and_matches(models, frames):
 
 
 def test_cascade_gives_the_joints_its_evaluation_scores(cascade_path, sensor_dir):
-    """The one graph runs variant (b) as `evaluate-reg` does (training.reg.predict_joints_xyz): same joints."""
+    """The one graph runs variant (b) as `evaluate-reg` does (training.reg_predict.predict_joints_xyz): same joints."""
     estimator = load_estimator(cascade_path)
     arrays = load_arrays(sensor_dir, ["depth_mm", "center_uvd"])
     depth_mm, center_uvd = arrays["depth_mm"], arrays["center_uvd"].astype(np.float32)

@@ -13,7 +13,7 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
 from keras_hpe.evaluation.segmentation import FrameCounts, pooled_accuracy
 from keras_hpe.reports.report import NOT_GIVEN, machine_info, write_report
-from keras_hpe.reports.tables import INCONCLUSIVE, MEETS, NOT_CHECKED
+from keras_hpe.reports.verdicts import INCONCLUSIVE, MEETS, NOT_CHECKED
 from keras_hpe.reproduce import headline_numbers
 
 SEG_FIELDS = {"per_pixel", "per_class", "hand_iou"}

@@ -9,23 +9,18 @@ import pytest
 from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import evaluate_joints
 from keras_hpe.evaluation.segmentation import FrameCounts, evaluate_segmentation, pooled_accuracy
-from keras_hpe.reports.tables import (
+from keras_hpe.reports.table4 import PAPER_FULL_VS_DIRECT_3D_PERCENT, table4
+from keras_hpe.reports.tables import PAPER_TABLE2, segmentation_percent, stage1_verdict, table2, table3
+from keras_hpe.reports.verdicts import (
     CONTRADICTS,
     INCONCLUSIVE,
     MEETS,
     NO_FRAMES,
     NOT_CHECKED,
     NOT_RUN,
-    PAPER_FULL_VS_DIRECT_3D_PERCENT,
-    PAPER_TABLE2,
     TARGET_INCONCLUSIVE,
     TARGET_MET,
     TARGET_NOT_MET,
-    segmentation_percent,
-    stage1_verdict,
-    table2,
-    table3,
-    table4,
 )
 
 FRAMES = 80

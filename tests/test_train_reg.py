@@ -18,18 +18,11 @@ from keras_hpe.models.segmentation import SegmentationConfig, build_segmentation
 from keras_hpe.outputs import folder_lock
 from keras_hpe.pipeline import load_estimator
 from keras_hpe.presets import AugmentConfig, RegTrainingConfig
-from keras_hpe.training import reg
+from keras_hpe.training import reg, reg_data, reg_predict
 from keras_hpe.training.fit import BACKUP_DIR, LOG_DIR
-from keras_hpe.training.reg import (
-    MeanJointErrorMM,
-    RegressionPipeline,
-    estimate_batch_norm_statistics,
-    evaluate_variants,
-    load_pipeline,
-    predict_joints_xyz,
-    regression_dataset,
-    train_regression,
-)
+from keras_hpe.training.reg import MeanJointErrorMM, estimate_batch_norm_statistics, train_regression
+from keras_hpe.training.reg_data import regression_dataset
+from keras_hpe.training.reg_predict import RegressionPipeline, evaluate_variants, load_pipeline, predict_joints_xyz
 
 TINY = tiny_reg_config()
 
@@ -109,8 +102,10 @@ def test_part_labels_are_never_read(sensor_eval_dir, seg_model, tmp_path, monkey
 
         return wrapper
 
-    monkeypatch.setattr(reg, "make_tf_dataset", recording(reg.make_tf_dataset))
-    monkeypatch.setattr(reg, "load_arrays", recording(reg.load_arrays))
+    for module in (reg, reg_data, reg_predict):
+        for name in ("make_tf_dataset", "load_arrays"):
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, recording(getattr(module, name)))
     result = train_regression(sensor_eval_dir, tmp_path, "semi", TINY, seg_path=seg_model, progress=False)
     predict_joints_xyz(load_pipeline(result.model_paths[0]), sensor_eval_dir, batch_size=16)
     assert requested and all(fields is not None and "labels" not in fields for fields in requested)
@@ -119,7 +114,9 @@ def test_part_labels_are_never_read(sensor_eval_dir, seg_model, tmp_path, monkey
 def test_round_trip_from_network_output_to_mm(trained, sensor_dir, monkeypatch):
     """A network that outputs its training targets exactly gets the ground truth back, < 0.5 mm."""
     out, _ = trained
-    monkeypatch.setattr(reg, "_predict", lambda model, data, progress: np.concatenate([y for _, y in data]))
+    targets = lambda model, data, progress: np.concatenate([y for _, y in data])  # noqa: E731
+    monkeypatch.setattr(reg, "predict_crop_units", targets)
+    monkeypatch.setattr(reg_predict, "predict_crop_units", targets)
     gt_uvd = load_arrays(sensor_dir, ["joints_uvd"])["joints_uvd"]
     camera = read_manifest(sensor_dir).camera_model
     for variant in ("direct", "cascade"):

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_hpe.errors import UserError
     from keras_hpe.evaluation.joints import plot_success_curves
     from keras_hpe.outputs import check_output_folder, output_folder, write_text
-    from keras_hpe.training.reg import evaluate_regression, load_pipeline
+    from keras_hpe.training.reg_predict import evaluate_regression, load_pipeline
 
     if args.batch < 1:
         raise UserError(f"--batch must be >= 1, got {args.batch}")

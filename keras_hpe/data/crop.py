@@ -166,7 +166,7 @@ def recrop_depth(
     """Re-sample crops (B, S, S) to the cube of `new_cube_mm` around the points `new_center_xyz` (B, 3) mm.
 
     The crop of another cube made from the stored crop alone (the cascade's
-    second step, `training.reg`): each pixel of the new window takes the
+    second step, `training.reg_data`): each pixel of the new window takes the
     stored pixel nearest to it (0 outside the stored crop), and depth outside
     the new cube is set to 0, as `crop_depth` does on a full frame.
     `center_uvd` (B, 3) are the stored crops' centres. Returns the new crops

@@ -1,6 +1,6 @@
 """The reproduction report: README.md, the tables' CSVs and summary.json in one folder.
 
-`write_report` takes results as plain objects (see `reports.tables`), the
+`write_report` takes results as plain objects (see `reports.tables` and `reports.table4`), the
 wall time of each stage, the configuration and the data manifests, and the
 figures already drawn; every file is written atomically.
 """
@@ -25,8 +25,9 @@ from keras_hpe.errors import UserError
 from keras_hpe.evaluation.joints import JointErrors, plot_success_curves
 from keras_hpe.evaluation.segmentation import FrameCounts
 from keras_hpe.evaluation.statistics import CONFIDENCE, DEFAULT_RESAMPLES, DEFAULT_SEED
-from keras_hpe.reports.tables import Table, Verdict, markdown_table, table2 as build_table2, table3 as build_table3
-from keras_hpe.reports.tables import stage1_verdict, table4 as build_table4
+from keras_hpe.reports.table4 import table4 as build_table4
+from keras_hpe.reports.tables import stage1_verdict, table2 as build_table2, table3 as build_table3
+from keras_hpe.reports.verdicts import Table, Verdict, markdown_table
 
 TITLE = (
     "Reproduction of Neverova et al., \"Hand Pose Estimation through Semi-Supervised and "
@@ -105,7 +106,8 @@ def write_report(
 
     stage1: stage 1 on held-out synthetic frames, {"per_pixel", "per_class"} (%)
         and optionally "frames" (None: not measured).
-    table2/3/4: row key -> result, as taken by `tables.table2/3/4` (None: stage not run).
+    table2/3/4: row key -> result, as taken by `tables.table2`, `tables.table3` and
+        `table4.table4` (None: stage not run).
     stage1_counts, table2_counts, table3_counts, table4_errors_mm: the per-frame
         results behind them (`FrameCounts`, (N, 14) joint errors in mm), for the
         verdicts' 95 % intervals; result objects carry their own. Without them a
