@@ -154,6 +154,8 @@ def test_patch_size_mismatch_names_the_option_and_both_sizes(built):
         ({"index_file": "../patches.ann"}, "'index_file' must be a file name in the dictionary folder"),
         ({"build_seconds": 3}, "'build_seconds' must be an object"),
         ({"index_bytes": None}, "'index_bytes' must be an integer >= 1"),
+        ({"format": "keras_hpe.patch_dictionary/1"}, "unknown format 'keras_hpe.patch_dictionary/1', expected "
+         "'keras_hpe.patch_dictionary/2': rebuild the dictionary"),  # made before neighbours.npy
     ],
 )
 def test_meta_values_are_checked(built, tmp_path, change, message):

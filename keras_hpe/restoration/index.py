@@ -120,7 +120,7 @@ class DictionaryMeta:
         """Check every value of a meta.json (UserError naming `source` and the key) and build it."""
         if not isinstance(values, dict) or values.get("format") != FORMAT:
             found = values.get("format") if isinstance(values, dict) else type(values).__name__
-            raise UserError(f"{source}: unknown format {shown(found)}, expected {FORMAT!r}")
+            raise UserError(f"{source}: unknown format {shown(found)}, expected {FORMAT!r}: rebuild the dictionary")
         names = set(cls.__dataclass_fields__)
         missing = names - set(values)
         if missing:
