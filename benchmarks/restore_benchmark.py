@@ -1,22 +1,24 @@
-"""Restoration benchmark: time per 64 x 64 frame against a >= 1 M-patch dictionary, and Annoy vs exact.
+"""Restoration benchmark: time per 64 x 64 frame and closeness to the exact nearest neighbours, >= 1 M patches.
 
-Dictionary: label maps rendered by the synthetic domain (`render_synth_frames`),
-until at least --min-patches unique 7 x 7 patches. Queries: held-out synthetic
-frames (another seed) corrupted to stand in for stage-1 predictions until the
-segmentation network exists: a fraction --noise of hand pixels set to a random
-part, and in half of the frames one part relabelled as its neighbour along the
-finger (a typical confusion).
+Dictionaries: the label patches of synthetic frames from `keras-hpe data synth` (--synth DIR,
+or rendered into --work-dir), each of --sizes built from the fewest leading frames that hold
+that many unique patches. Queries: the stage-1 network's predictions on a labelled real
+split (--seg MODEL --real DIR), or else held-out synthetic label maps with noise (a fraction
+--noise of hand pixels relabelled at random and, in half of the frames, one part relabelled
+as its neighbour along the finger); the output says which.
 
-For each (n_trees, search_k): Annoy alone (`exact_lookup=False`) against the
-exact nearest neighbour (XOR + popcount over the packed codes) on a sample of
-unique query patches: ratio of mean Hamming distances Annoy / exact and the
-exact-match rate (Annoy's distance equals the exact one); and the time per
-query. Then restoration time per frame (single process; wall clock and this
-process's CPU time, which a busy shared machine inflates less) and pixel
-accuracy of each method against the clean maps, and the share of frames the
-barycenter quality gate rejects ("none" is rejected by construction).
+Figures, medians of --repeats timings:
+- ratio: the mean Hamming distance of the restoration's matches (`PatchIndex.match_maps`:
+  exact lookup, Annoy, propagation) over the exact nearest neighbour's
+  (`index.exact_nearest`), on --exact-sample hand pixels of the first --exact-frames frames;
+- ms per frame: `restore_batch` (eq. 1, then eq. 2) over --query-frames frames in this
+  process, wall clock and CPU; at the defaults also restored by --workers processes;
+- the curve at the largest size: every n_trees of --trees x search_k of --search-k x
+  propagation steps of --steps, with each dictionary's build time and size;
+- growth: both figures at the defaults for each of --sizes.
 
-    python benchmarks/restore_benchmark.py [--trees 8,16] [--search-k 1000,2000,5000,10000]
+    python benchmarks/restore_benchmark.py --seg runs/quick/seg_synth/seg_synth.keras \\
+        --real runs/quick/real_test/data
 
 The last line printed is JSON.
 """
@@ -26,47 +28,84 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from keras_hpe.data.synth import render_synth_frames
-from keras_hpe.restoration.index import DEFAULT_SEARCH_K, PatchIndex, build_dictionary, exact_nearest
-from keras_hpe.restoration.patches import extract_patches, patch_keys, unique_patches
-from keras_hpe.restoration.quality import gate_restorations
-from keras_hpe.restoration.restore import METHODS, restore_batch
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from keras_hpe.data.dataset import MANIFEST_NAME, load_arrays, read_manifest  # noqa: E402
+from keras_hpe.data.synth import generate_synth, render_synth_frames  # noqa: E402
+from keras_hpe.restoration.index import (  # noqa: E402
+    DEFAULT_PROPAGATION_STEPS,
+    DEFAULT_SEARCH_K,
+    DEFAULT_TREES,
+    FORMAT,
+    PatchIndex,
+    build_dictionary,
+    exact_nearest,
+)
+from keras_hpe.restoration.patches import extract_patches, patch_keys  # noqa: E402
+from keras_hpe.restoration.restore import RestorationPool, restore_batch, restore_frames  # noqa: E402
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=64, help="crop size S (default: 64)")
-    parser.add_argument("--min-patches", type=int, default=1_000_000, help="unique patches in the dictionary")
-    parser.add_argument("--trees", default="8,16", help="comma-separated n_trees settings (default: 8,16); "
-                        "the last one is used for the restoration timings")
-    parser.add_argument("--search-k", default="1000,2000,5000,10000", help="comma-separated search_k settings")
-    parser.add_argument("--query-frames", type=int, default=40, help="held-out frames to restore (default: 40)")
-    parser.add_argument("--exact-sample", type=int, default=200, help="query patches checked exactly")
-    parser.add_argument("--noise", type=float, default=0.1, help="fraction of hand pixels relabelled at random")
-    parser.add_argument("--restore-search-k", type=int, default=DEFAULT_SEARCH_K,
-                        help=f"search_k for the timed restoration (default: {DEFAULT_SEARCH_K})")
+    parser.add_argument("--synth", type=Path, help="synthetic data set for the dictionaries (default: render "
+                        "--synth-frames frames into --work-dir)")
+    parser.add_argument("--synth-frames", type=int, default=4000, help="frames to render (default: 4000)")
+    parser.add_argument("--sizes", default="250000,500000,1000000",
+                        help="unique patches of each dictionary, comma-separated (default: 250000,500000,1000000)")
+    parser.add_argument("--trees", default="8,16,32", help="n_trees of the curve (default: 8,16,32)")
+    parser.add_argument("--search-k", default="100,250,500,1000,2000", help="search_k of the curve")
+    parser.add_argument("--steps", default=f"0,{DEFAULT_PROPAGATION_STEPS}",
+                        help=f"propagation steps of the curve (default: 0,{DEFAULT_PROPAGATION_STEPS})")
+    parser.add_argument("--seg", type=Path, help="stage-1 segmentation model whose predictions are the queries")
+    parser.add_argument("--real", type=Path, help="labelled real split the model segments (with --seg)")
+    parser.add_argument("--query-frames", type=int, default=50, help="frames restored and timed (default: 50)")
+    parser.add_argument("--exact-frames", type=int, default=30, help="frames the exact sample is drawn from")
+    parser.add_argument("--exact-sample", type=int, default=1000, help="hand pixels matched exactly (default: 1000)")
+    parser.add_argument("--noise", type=float, default=0.1, help="without --seg: hand pixels relabelled at random")
+    parser.add_argument("--workers", type=int, default=2, help="processes of the parallel timing (default: 2)")
+    parser.add_argument("--repeats", type=int, default=3, help="timings per figure; the median is shown")
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/keras_hpe_restore_bench"),
-                        help="where dictionaries are kept (reused when present)")
+                        help="where the rendered frames and dictionaries are kept (reused when present)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    return parser.parse_args()
+    args = parser.parse_args()
+    if (args.seg is None) != (args.real is None):
+        parser.error("--seg and --real go together")
+    return args
 
 
-def dictionary_maps(seed: int, size: int, min_patches: int) -> np.ndarray:
-    """Render synthetic label maps in batches until they hold `min_patches` unique patches."""
-    rng = np.random.default_rng([seed, 0])
-    maps, unique, counts = [], np.zeros((0, 7, 7), np.uint8), np.zeros(0, np.int64)
-    while len(unique) < min_patches:
-        batch = render_synth_frames(rng, 500, size)["labels"]
-        maps.append(batch)
-        patches, _ = extract_patches(batch)
-        unique, counts = unique_patches(np.concatenate([unique, patches]),
-                                        np.concatenate([counts, np.ones(len(patches), np.int64)]))
-    return np.concatenate(maps)
+def synth_labels(args: argparse.Namespace) -> np.ndarray:
+    """The dictionary frames' label maps: --synth, or frames rendered as `keras-hpe data synth` does."""
+    path = args.synth or args.work_dir / f"synth-s{args.seed}-n{args.synth_frames}"
+    if not (path / MANIFEST_NAME).exists():
+        generate_synth(path, args.synth_frames, seed=args.seed, size=64, progress=True)
+    return load_arrays(path, ["labels"])["labels"]
+
+
+def frames_for_sizes(labels: np.ndarray, sizes: list[int]) -> list[int]:
+    """The fewest leading frames whose patches hold each of `sizes` unique patches."""
+    patches, coords = extract_patches(labels)
+    _, first = np.unique(patch_keys(patches), return_index=True)
+    first_frames = np.sort(coords[first, 0])  # the frame where each unique patch first occurs
+    if max(sizes) > len(first_frames):
+        raise SystemExit(f"{len(labels)} frames hold {len(first_frames):,} unique patches, fewer than "
+                         f"{max(sizes):,}: give more --synth-frames")
+    return [int(first_frames[size - 1]) + 1 for size in sizes]
+
+
+def dictionary(labels: np.ndarray, n_trees: int, args: argparse.Namespace) -> PatchIndex:
+    """The dictionary of `labels` with `n_trees` trees, built once into --work-dir."""
+    digest = hashlib.sha1(labels.tobytes() + FORMAT.encode()).hexdigest()[:12]
+    out = args.work_dir / f"dict-{digest}-t{n_trees}"
+    if not (out / "meta.json").exists():
+        build_dictionary(labels, out, n_trees=n_trees, seed=args.seed, progress=False)
+    return PatchIndex.load(out)
 
 
 def corrupt(clean: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
@@ -82,115 +121,136 @@ def corrupt(clean: np.ndarray, rng: np.random.Generator, noise: float) -> np.nda
     return noisy
 
 
-def annoy_quality(index: PatchIndex, queries: np.ndarray, exact: np.ndarray) -> dict:
-    """Annoy alone and with the exact-hit lookup, against the exact distances."""
-    start, cpu_start = time.perf_counter(), time.process_time()
-    _, annoy = index.query(queries, 1, exact_lookup=False)
-    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
-    _, pipeline = index.query(queries, 1, exact_lookup=True)
-    annoy, pipeline = annoy[:, 0], pipeline[:, 0]
+def query_maps(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """(queries, true labels, what the queries are)."""
+    n = args.query_frames
+    if args.seg is not None:
+        from keras_hpe.models.segmentation import predict_parts
+        from keras_hpe.training.seg import load_segmentation_model
+
+        arrays = load_arrays(args.real, ["depth_mm", "center_uvd", "labels"])
+        _, predicted = predict_parts(load_segmentation_model(args.seg), arrays["depth_mm"][:n],
+                                     arrays["center_uvd"][:n, 2])
+        return predicted, arrays["labels"][:n], (f"stage-1 predictions ({args.seg}) on "
+                                                 f"{read_manifest(args.real).domain} frames ({args.real})")
+    truth = render_synth_frames(np.random.default_rng([args.seed, 2]), n, 64)["labels"]
+    return (corrupt(truth, np.random.default_rng([args.seed, 1]), args.noise), truth,
+            f"held-out synthetic label maps with noise {args.noise} (no --seg given)")
+
+
+def median_ms(run, frames: int, repeats: int) -> tuple[float, float, np.ndarray]:
+    """Median wall and CPU (this process) milliseconds per frame of `run()` over `repeats` runs, and its result."""
+    wall, cpu = [], []
+    for _ in range(repeats):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        result = run()
+        wall.append(1e3 * (time.perf_counter() - start) / frames)
+        cpu.append(1e3 * (time.process_time() - cpu_start) / frames)
+    return round(statistics.median(wall), 2), round(statistics.median(cpu), 2), result
+
+
+def measure(index: PatchIndex, maps: np.ndarray, truth: np.ndarray, exact: dict, args: argparse.Namespace) -> dict:
+    """Time per frame and the ratio to the exact nearest neighbours at the index's settings."""
+    wall, cpu, restored = median_ms(lambda: restore_batch(maps, index), len(maps), args.repeats)
+    _, hamming, _ = index.match_maps(maps[:args.exact_frames])
+    found = hamming[exact["pixels"]]
+    hand = truth > 0
     return {
-        "n_trees": index.meta.n_trees,
-        "search_k": index.search_k,
-        "query_us": round(1e6 * seconds / len(queries), 1),
-        "query_cpu_us": round(1e6 * cpu_seconds / len(queries), 1),
-        "hamming_ratio": round(float(annoy.sum() / max(exact.sum(), 1)), 4),
-        "exact_match_rate": round(float(np.mean(annoy == exact)), 4),
-        "hamming_ratio_with_lookup": round(float(pipeline.sum() / max(exact.sum(), 1)), 4),
-        "exact_match_rate_with_lookup": round(float(np.mean(pipeline == exact)), 4),
+        "n_trees": index.meta.n_trees, "search_k": index.search_k, "propagation_steps": index.propagation_steps,
+        "ms_per_frame": wall, "cpu_ms_per_frame": cpu,
+        "ratio": round(float(found.sum() / exact["hamming"].sum()), 4),
+        "exact_rate": round(float(np.mean(found == exact["hamming"])), 4),
+        "pixel_accuracy": round(float(np.mean(restored[hand] == truth[hand])), 4),
     }
+
+
+def exact_sample(index: PatchIndex, maps: np.ndarray, args: argparse.Namespace) -> dict:
+    """The exact nearest neighbours' distances of --exact-sample hand pixels of the first --exact-frames maps."""
+    patches, _ = extract_patches(maps[:args.exact_frames])
+    pixels = np.sort(np.random.default_rng([args.seed, 3]).choice(
+        len(patches), min(args.exact_sample, len(patches)), replace=False))
+    start = time.perf_counter()
+    _, hamming = exact_nearest(index.patches, patches[pixels])
+    print(f"exact nearest neighbours of {len(pixels)} pixels among {len(index):,} patches in "
+          f"{time.perf_counter() - start:.0f} s", flush=True)
+    return {"pixels": pixels, "hamming": hamming}
+
+
+def build_record(index: PatchIndex) -> dict:
+    meta = index.meta
+    return {"n_trees": meta.n_trees, "patches": meta.patches_unique, "frames": meta.frames,
+            "build_seconds": meta.build_seconds, "index_mb": round(meta.index_bytes / 2**20, 1)}
+
+
+def parallel_ms(index: PatchIndex, maps: np.ndarray, args: argparse.Namespace) -> float:
+    """Median wall milliseconds per frame restored by --workers processes (pool started beforehand)."""
+    with RestorationPool(index, args.workers) as pool:
+        restore_frames(maps[:2 * args.workers], index, pool=pool, chunk_frames=1)  # workers load the index
+        return median_ms(lambda: restore_frames(maps, index, pool=pool, chunk_frames=4), len(maps), args.repeats)[0]
 
 
 def main() -> None:
     args = parse_args()
+    sizes = sorted(int(size) for size in args.sizes.split(","))
     trees = [int(t) for t in args.trees.split(",")]
     search_ks = [int(k) for k in args.search_k.split(",")]
-    rng = np.random.default_rng([args.seed, 1])
+    steps = [int(s) for s in args.steps.split(",")]
+    labels = synth_labels(args)
+    maps, truth, queries = query_maps(args)
+    hand = maps > 0
+    print(f"queries: {queries}; {len(maps)} frames, {hand.sum() / len(maps):.0f} hand pixels per frame, "
+          f"{len(np.unique(patch_keys(extract_patches(maps)[0]))) / hand.sum():.1%} of their patches distinct",
+          flush=True)
+    defaults = {"n_trees": DEFAULT_TREES, "search_k": DEFAULT_SEARCH_K, "propagation_steps": DEFAULT_PROPAGATION_STEPS}
 
-    start = time.perf_counter()
-    maps = dictionary_maps(args.seed, args.size, args.min_patches)
-    render_seconds = time.perf_counter() - start
-    print(f"{len(maps)} dictionary frames rendered in {render_seconds:.1f} s", flush=True)
+    growth, builds, largest = [], [], None
+    for size, frames in zip(sizes, frames_for_sizes(labels, sizes)):
+        index = dictionary(labels[:frames], DEFAULT_TREES, args)
+        exact = exact_sample(index, maps, args)
+        growth.append({**build_record(index), **measure(index, maps, truth, exact, args)})
+        print(growth[-1], flush=True)
+        largest = (frames, exact)
+    frames, exact = largest
+    growth[-1][f"ms_per_frame_{args.workers}_workers"] = parallel_ms(index, maps, args)
+    print(f"{args.workers} workers: {growth[-1][f'ms_per_frame_{args.workers}_workers']} ms per frame", flush=True)
 
-    held_out_frames = render_synth_frames(np.random.default_rng([args.seed, 2]), args.query_frames, args.size)
-    held_out = held_out_frames["labels"]
-    noisy = corrupt(held_out, rng, args.noise)
-    query_patches, _ = extract_patches(noisy)
-    unique_queries, _ = unique_patches(query_patches)
-    sample = unique_queries[rng.choice(len(unique_queries), min(args.exact_sample, len(unique_queries)),
-                                       replace=False)]
-
-    # Dictionaries are reused only for the very same maps (the renderer may have changed).
-    digest = hashlib.sha1(maps.tobytes()).hexdigest()[:12]
-    source = {"generator": "keras_hpe.data.synth.render_synth_frames", "seed": args.seed, "labels_sha1": digest}
-    results, builds, exact, dictionary_patches = [], [], None, 0
+    curve = []
     for n_trees in trees:
-        out = args.work_dir / f"dict-{digest}-t{n_trees}"
-        if not (out / "meta.json").exists():
-            build_dictionary(maps, out, n_trees=n_trees, seed=args.seed, source_manifest=source, progress=True)
-        index = PatchIndex.load(out)
-        meta = index.meta
-        dictionary_patches = meta.patches_unique
-        builds.append({"n_trees": n_trees, "seconds": meta.build_seconds,
-                       "ann_mb": round((out / meta.index_file).stat().st_size / 2**20, 1)})
-        print(f"dictionary {meta.patches_unique:,} unique of {meta.patches_total:,}; build {meta.build_seconds}",
-              flush=True)
-        if exact is None:
-            start = time.perf_counter()
-            _, exact = exact_nearest(index.patches, sample)
-            print(f"exact NN of {len(sample)} queries in {time.perf_counter() - start:.1f} s", flush=True)
+        index = dictionary(labels[:frames], n_trees, args)
+        builds.append(build_record(index))
+        print(builds[-1], flush=True)
         for search_k in search_ks:
-            index.search_k = search_k
-            results.append(annoy_quality(index, sample, exact))
-            print(results[-1], flush=True)
+            for step_count in steps:
+                index.search_k, index.propagation_steps = search_k, step_count
+                curve.append(measure(index, maps, truth, exact, args))
+                print(curve[-1], flush=True)
 
-    hand = held_out > 0
-    integrate_by_search_k = []
-    for search_k in search_ks:
-        index.search_k = search_k
-        start = time.process_time()
-        restored = restore_batch(noisy, index, method="integrate")
-        integrate_by_search_k.append({
-            "search_k": search_k,
-            "cpu_ms_per_frame": round(1e3 * (time.process_time() - start) / len(noisy), 2),
-            "pixel_accuracy": round(float(np.mean(restored[hand] == held_out[hand])), 4),
-        })
-        print(integrate_by_search_k[-1], flush=True)
-
-    index.search_k = args.restore_search_k
-    timing, cpu_timing, accuracy, rejection = {}, {}, {}, {}
-    for method in METHODS:
-        frames = noisy if not method.startswith("crf") else noisy[:10]
-        start, cpu_start = time.perf_counter(), time.process_time()
-        restored = restore_batch(frames, index, method=method)
-        timing[method] = round(1e3 * (time.perf_counter() - start) / len(frames), 2)
-        cpu_timing[method] = round(1e3 * (time.process_time() - cpu_start) / len(frames), 2)
-        truth = held_out[: len(frames)]
-        accuracy[method] = round(float(np.mean(restored[hand[: len(frames)]] == truth[hand[: len(frames)]])), 4)
-        gate = gate_restorations(frames, restored, *(held_out_frames[name][: len(frames)]
-                                                     for name in ("depth_mm", "center_uvd", "joints_xyz")))
-        rejection[method] = round(gate.rejection_rate, 4)
-        print(f"{method}: {timing[method]} ms/frame ({cpu_timing[method]} ms CPU), pixel accuracy "
-              f"{accuracy[method]}, quality-gate rejection rate {rejection[method]}", flush=True)
-
-    exact_hits = np.isin(patch_keys(query_patches), patch_keys(index.patches))
+    print(f"\nCurve at {index.meta.patches_unique:,} patches, queries: {queries}")
+    print("| n_trees | search_k | propagation steps | ms per frame (CPU) | Annoy / exact | exact NN found |")
+    print("|---|---|---|---|---|---|")
+    for row in curve:
+        print(f"| {row['n_trees']} | {row['search_k']} | {row['propagation_steps']} | {row['ms_per_frame']} "
+              f"({row['cpu_ms_per_frame']}) | {row['ratio']:.3f} | {row['exact_rate']:.1%} |")
+    print("\n| n_trees | build s (add items + trees) | index MB |\n|---|---|---|")
+    for row in builds:
+        seconds = row["build_seconds"]
+        print(f"| {row['n_trees']} | {seconds['add_items'] + seconds['build_trees']:.0f} | {row['index_mb']} |")
+    print(f"\nGrowth at the defaults {defaults}")
+    print("| patches | frames | ms per frame (CPU) | Annoy / exact | build s | index MB |\n|---|---|---|---|---|---|")
+    for row in growth:
+        print(f"| {row['patches']:,} | {row['frames']} | {row['ms_per_frame']} ({row['cpu_ms_per_frame']}) | "
+              f"{row['ratio']:.3f} | {sum(row['build_seconds'].values()):.0f} | {row['index_mb']} |")
     print(json.dumps({
         "benchmark": "restore",
-        "size": args.size,
-        "dictionary_frames": int(len(maps)),
-        "dictionary_patches": int(dictionary_patches),
-        "query_frames": int(len(noisy)),
-        "hand_pixels_per_frame": round(float(hand.sum() / len(noisy)), 1),
-        "query_exact_hit_rate": round(float(exact_hits.mean()), 4),
-        "annoy_vs_exact": results,
+        "queries": queries,
+        "query_frames": int(len(maps)),
+        "hand_pixels_per_frame": round(float(hand.sum() / len(maps)), 1),
+        "raw_pixel_accuracy": round(float(np.mean(maps[truth > 0] == truth[truth > 0])), 4),
+        "exact_sample": int(len(exact["pixels"])),
+        "defaults": defaults,
+        "growth": growth,
+        "curve": curve,
         "builds": builds,
-        "restore_search_k": args.restore_search_k,
-        "restore_n_trees": index.meta.n_trees,
-        "restore_ms_per_frame": timing,
-        "restore_cpu_ms_per_frame": cpu_timing,
-        "pixel_accuracy": accuracy,
-        "gate_rejection_rate": rejection,
-        "integrate_by_search_k": integrate_by_search_k,
     }))
 
 

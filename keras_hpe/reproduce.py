@@ -48,7 +48,7 @@ import keras_hpe
 from keras_hpe.outputs import folder_lock, write_text
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
-from keras_hpe.restoration.index import DEFAULT_SEARCH_K, DEFAULT_TREES
+from keras_hpe.restoration.index import DEFAULT_SEARCH_K, DEFAULT_TREES, FORMAT as DICTIONARY_FORMAT
 from keras_hpe.stages import (
     STAGE_FILE,
     json_normal,
@@ -403,7 +403,8 @@ def build_stages(
               partial(run_seg_synth, config=preset.seg, strategy=strategy)),
         Stage("dictionary", ("synth",),
               {"every": plan.dictionary_every, "patch": plan.patch, "trees": plan.dictionary_trees,
-               "search_k": plan.search_k, "seed": derived_seed(seed, "dictionary")}, run_dictionary),
+               "search_k": plan.search_k, "seed": derived_seed(seed, "dictionary"),
+               "format": DICTIONARY_FORMAT}, run_dictionary),
         Stage("restore", ("seg_synth", "dictionary", "real"),
               {"method": plan.restore_method, "patch": plan.patch, "window": plan.window},
               partial(run_restore, workers=plan.restore_workers)),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from keras_hpe.errors import UserError
-from keras_hpe.restoration.index import PatchIndex, build_dictionary, exact_nearest
+from keras_hpe.restoration.index import NEIGHBOUR_OFFSETS, PatchIndex, build_dictionary, exact_nearest
 from keras_hpe.restoration.patches import differing_pixels, extract_patches, unique_patches
 
 
@@ -59,6 +59,28 @@ def test_annoy_distance_is_twice_the_differing_pixels(built):
     # Annoy on this tiny dictionary with a large search_k is exact
     _, exact_hamming = exact_nearest(index.patches, queries)
     assert np.array_equal(hamming[:, 0], exact_hamming)
+
+
+def test_neighbours_are_the_patches_one_pixel_away_in_the_source_maps(built):
+    maps, out, _ = built
+    index = PatchIndex.load(out, patch=5)
+    patches, coords = extract_patches(maps, patch=5)
+    ids = index.query(patches)[0][:, 0]
+    id_at = {tuple(c): i for c, i in zip(coords.tolist(), ids.tolist())}
+    seen = {}  # (patch id, offset) -> ids of the patches found there, over every occurrence
+    for (frame, row, col), own in zip(coords.tolist(), ids.tolist()):
+        for column, (dy, dx) in enumerate(NEIGHBOUR_OFFSETS):
+            found = id_at.get((frame, row + dy, col + dx))
+            if found is not None:
+                seen.setdefault((own, column), set()).add(found)
+    table = np.asarray(index.neighbours)
+    assert table.shape == (len(index), 8) and (table >= 0).any() and (table < 0).any()
+    for own in range(len(index)):
+        for column in range(8):
+            if table[own, column] < 0:
+                assert (own, column) not in seen
+            else:
+                assert table[own, column] in seen[(own, column)]
 
 
 def test_exact_lookup_finds_dictionary_patches(built):
@@ -132,6 +154,8 @@ def test_patch_size_mismatch_names_the_option_and_both_sizes(built):
         ({"index_file": "../patches.ann"}, "'index_file' must be a file name in the dictionary folder"),
         ({"build_seconds": 3}, "'build_seconds' must be an object"),
         ({"index_bytes": None}, "'index_bytes' must be an integer >= 1"),
+        ({"format": "keras_hpe.patch_dictionary/1"}, "unknown format 'keras_hpe.patch_dictionary/1', expected "
+         "'keras_hpe.patch_dictionary/2': rebuild the dictionary"),  # made before neighbours.npy
     ],
 )
 def test_meta_values_are_checked(built, tmp_path, change, message):
@@ -174,6 +198,8 @@ def _truncate(path):
         ("counts.npy", lambda path: np.save(path, np.zeros_like(np.load(path))), "counts (each >= 1) must sum"),
         ("patches.npy", lambda path: np.save(path, np.load(path) + 21), "part ids 0..20"),
         ("patches.ann", _truncate, "truncated or from another build"),
+        ("neighbours.npy", lambda path: np.save(path, np.load(path)[:, :4]), "meta.json expects int32"),
+        ("neighbours.npy", lambda path: np.save(path, np.load(path) + len(np.load(path))), "ids must be -1.."),
         ("patches.ann", lambda path: path.write_bytes(b""), "truncated or from another build"),
     ],
 )

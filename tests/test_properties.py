@@ -23,7 +23,7 @@ from conftest import visible_lines
 from keras_hpe.cli.main import main
 from keras_hpe.data.dataset import MANIFEST_NAME, PENDING_NAME, load_arrays, read_manifest
 from keras_hpe.errors import UserError
-from keras_hpe.restoration.index import COUNTS_NAME, INDEX_NAME, META_NAME, PATCHES_NAME, PatchIndex
+from keras_hpe.restoration.index import COUNTS_NAME, INDEX_NAME, META_NAME, NEIGHBOURS_NAME, PATCHES_NAME, PatchIndex
 
 EXAMPLES = 100
 # Derandomized, no example database: CI runs the same examples every time and writes nothing to the tree.
@@ -159,7 +159,7 @@ def test_generated_shards_read_or_fail_in_one_line(synth_dir, tmp_path_factory, 
 def test_generated_dictionary_files_load_or_fail_in_one_line(dictionary_dir, tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("dictionary") / "dict"
     shutil.copytree(dictionary_dir, folder)
-    target = data.draw(st.sampled_from([META_NAME, PATCHES_NAME, COUNTS_NAME, INDEX_NAME]))
+    target = data.draw(st.sampled_from([META_NAME, PATCHES_NAME, COUNTS_NAME, NEIGHBOURS_NAME, INDEX_NAME]))
     path = folder / target
     if target == META_NAME:
         path.write_text(json.dumps(data.draw(mutated(json.loads(path.read_text())) | json_values)))

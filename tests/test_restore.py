@@ -8,7 +8,8 @@ import pytest
 
 from keras_hpe.data.dataset import read_manifest
 from keras_hpe.errors import UserError
-from keras_hpe.restoration.index import PatchIndex, build_dictionary
+from keras_hpe.restoration.index import PatchIndex, build_dictionary, exact_nearest
+from keras_hpe.restoration.patches import differing_pixels, extract_patches, unique_patches
 from keras_hpe.restoration.restore import METHODS, RestorationPool, restore_frames
 
 SIZE = 24
@@ -81,6 +82,50 @@ def test_workers_give_the_single_process_result(index):
             pooled = restore_frames(noisy, index, method=method, chunk_frames=2, pool=pool)  # one pool, two calls
             assert np.array_equal(single, parallel) and np.array_equal(single, pooled), method
             assert not np.array_equal(single, noisy)
+
+
+def _noisy_maps(n=6, seed=7, rate=0.2):
+    rng = np.random.default_rng(seed)
+    noisy = _clean_maps(n=n, seed=seed)
+    flips = (noisy > 0) & (rng.random(noisy.shape) < rate)
+    noisy[flips] = rng.integers(1, 21, flips.sum())
+    return noisy
+
+
+def test_deduplicated_queries_give_the_restoration_of_one_query_per_pixel(index, monkeypatch):
+    """Identical patches are searched once and the answer is copied to each: bit for bit what per-pixel search gives."""
+    rng = np.random.default_rng(4)
+    blocks = rng.integers(0, 4, (3, SIZE // 4, SIZE // 4))  # random parts in 4 x 4 blocks, some pixels flipped
+    random_maps = np.kron(blocks, np.ones((4, 4), np.int64)).astype(np.uint8)
+    random_maps[rng.random(random_maps.shape) < 0.05] = rng.integers(1, 21)
+    cases = [_clean_maps(), _flip_isolated_pixels(_clean_maps()), _noisy_maps(), random_maps]
+    fast = PatchIndex.load(index.directory, patch=5, search_k=20)  # approximate: Annoy's answers matter
+    deduplicated = [restore_frames(maps, fast, method=method) for maps in cases for method in ("integrate", "center")]
+    one_query = PatchIndex.query
+
+    def query_each_pixel(self, patches, k=1, **options):
+        found = [one_query(self, patches[i:i + 1], k, **options) for i in range(len(patches))]
+        return np.concatenate([f[0] for f in found]), np.concatenate([f[1] for f in found])
+
+    monkeypatch.setattr(PatchIndex, "query", query_each_pixel)
+    per_pixel = [restore_frames(maps, fast, method=method) for maps in cases for method in ("integrate", "center")]
+    for maps in cases:
+        patches, _ = extract_patches(maps, 5)
+        assert len(unique_patches(patches)[0]) < len(patches)  # there is something to de-duplicate
+    assert all(np.array_equal(a, b) for a, b in zip(deduplicated, per_pixel))
+
+
+def test_propagation_only_brings_matches_nearer(index):
+    noisy = _noisy_maps(rate=0.3)
+    patches, _ = extract_patches(noisy, 5)
+    _, exact = exact_nearest(index.patches, patches)
+    annoy = PatchIndex.load(index.directory, patch=5, search_k=1, propagation_steps=0).match_maps(noisy)
+    propagated = PatchIndex.load(index.directory, patch=5, search_k=1, propagation_steps=2).match_maps(noisy)
+    assert np.array_equal(annoy[2], propagated[2])  # the same pixels, in extract_patches order
+    ids, hamming = propagated[:2]
+    assert np.array_equal(hamming, 2 * differing_pixels(index.patches[ids], patches))
+    assert np.all(exact <= hamming) and np.all(hamming <= annoy[1])
+    assert hamming.sum() < annoy[1].sum()
 
 
 def test_a_run_opens_one_pool_for_all_its_chunks(seg_model_path, dictionary_dir, sensor_dir, tmp_path, monkeypatch):

@@ -133,6 +133,7 @@ def restore_dataset(
         "chunk_frames": int(chunk_frames),
         "model": {"path": recorded_path(model_path.resolve(), run_dir), "sha256": file_sha256(model_path)},
         "index": {"path": recorded_path(Path(index.directory).resolve(), run_dir), "search_k": index.search_k,
+                  "propagation_steps": index.propagation_steps,
                   "meta": {k: v for k, v in index.meta.to_dict().items() if k != "build_seconds"}},
         "source": {"path": recorded_path(data_dir.resolve(), run_dir),
                    "manifest": {k: v for k, v in manifest.to_dict().items() if k != "shards"}},

@@ -45,16 +45,17 @@ def restore_batch(
         return labels.copy()
     check_window(window, index.patch)
     k = _default_k(method, k)
-    patches, coords = extract_patches(labels, index.patch)
-    ids, hamming = index.query(patches, k)
     hand = labels > 0
-    frame, row, col = coords.T
     if not method.startswith("crf"):
+        ids, _, coords = index.match_maps(labels)
         nn_patches = np.zeros(labels.shape + (index.patch, index.patch), np.uint8)
-        nn_patches[frame, row, col] = index.patches[ids[:, 0]]
+        nn_patches[tuple(coords.T)] = index.patches[ids]
         if method == "center":
             return center_labels(nn_patches, hand)
         return integrate_votes(nn_patches, hand, window)
+    patches, coords = extract_patches(labels, index.patch)
+    ids, hamming = index.query(patches, k)
+    frame, row, col = coords.T
     k = ids.shape[1]  # at most the dictionary's size
     candidates = np.zeros(labels.shape + (k, index.patch, index.patch), np.uint8)
     candidates[frame, row, col] = index.patches[ids.ravel()].reshape(ids.shape + (index.patch, index.patch))
@@ -88,7 +89,8 @@ def restore_frames(
     Args:
         pred_labels: the segmentation network's labels, 0 = not hand.
         index: a loaded `PatchIndex` or its folder (opened with `patch`); Annoy's
-            search_k is the index's (`PatchIndex.load(..., search_k=...)`).
+            search_k and the propagation steps are the index's
+            (`PatchIndex.load(..., search_k=..., propagation_steps=...)`).
         method: one of `METHODS`.
         window: W of eq. 2 ("integrate").
         k: candidates per pixel (default 1, or `DEFAULT_CRF_K` for the CRFs).

@@ -53,6 +53,10 @@ def integrate_votes(nn_patches: np.ndarray, hand_mask: np.ndarray, window: int =
         window: W, odd, <= P.
     Returns (..., S, S) uint8. Ties go to the pixel's own retrieved centre label,
     then to the lowest part id.
+
+    0.7 ms per 64 x 64 frame (16 frames of stage-1 predictions at a time, median of 20):
+    under 2% of a restoration at the defaults, whose time Annoy's searches take (94%,
+    cProfile of `restore.restore_batch` against a 1 M-patch dictionary).
     """
     nn_patches = np.asarray(nn_patches)
     hand_mask = np.asarray(hand_mask, dtype=bool)
