@@ -193,6 +193,21 @@ def test_table4_relative_change_with_its_interval():
     assert table4(results).verdicts[0].status == NOT_CHECKED
 
 
+def test_table4_oracle_row_is_a_bound_judged_against_its_target_not_a_claim():
+    rng = np.random.default_rng(6)
+    direct = rng.uniform(15, 30, (FRAMES, 14))
+    errors = {"direct": direct, "full": 0.95 * direct, "oracle": 0.7 * direct}
+    table = table4({key: _joints(values.mean(), 5.0) for key, values in errors.items()}, errors)
+    assert table.frame.loc["oracle", "change_3d_vs_direct_percent"] == pytest.approx(-30.0)
+    assert "(e) oracle" in table.body and "| -30.0 [-30.0, -30.0] | lost |" in table.body
+    assert not any("oracle" in verdict.key for verdict in table.verdicts)  # a diagnostic: no claim of the paper
+    note = next(note for note in table.notes if note.startswith("(e) is a diagnostic"))
+    assert "30.0% lower mean 3D error than (a)" in note and "target of -25% is met" in note
+    errors["oracle"] = 0.9 * direct
+    short = table4({key: _joints(values.mean(), 5.0) for key, values in errors.items()}, errors)
+    assert "target of -25% is not met" in next(note for note in short.notes if note.startswith("(e)"))
+
+
 def test_stage1_verdict_against_its_target():
     # 95%, 45.5% and 90% of the hand pixels, the last with 100% and 80% on alternate frames.
     for correct, status in ((9 + (FLIP > 0), MEETS), (BASE, CONTRADICTS), (9 + FLIP, INCONCLUSIVE)):
