@@ -3,16 +3,17 @@
 The work is `pseudo_labels.restored_chunks`, what `keras-hpe restore` runs after its predictions: with
 `--runner beam` the driver stages the chunks, the runner's workers open the dictionary (once each), restore
 and gate them, and the driver reads the results back; with `--runner local`, `restore_chunk` in this process
-or a `RestorationPool`. Timed end to end, start-up included (Beam's workers, the index), for each worker
-count, `--repeats` times in turn; the medians and the speed-up of each count over 1 worker are printed, and
-whether every run gave the same arrays. Each run also reports the CPU seconds of this process and its worker
+or a `RestorationPool`; `--runner both` runs the two in turn, so that the local pool's speed-up shows what
+a second process gains on the machine at that time. Timed end to end, start-up included (Beam's workers,
+the index), for each worker count, `--repeats` times in turn; the medians and the speed-up of each count
+over 1 worker are printed, and whether every run gave the same arrays. Each run also reports the CPU seconds of this process and its worker
 processes, and `cores_used` = CPU / wall seconds: on a busy machine, the share of the 2 cores it got.
 
 Predictions: held-out synthetic frames corrupted as in `restore_benchmark.py` (no segmentation network
 needed); dictionary: synthetic label maps until --min-patches unique 7 x 7 patches, kept in --work-dir.
 The machine is shared: the 1-minute load average before and after each run is printed with it.
 
-    python benchmarks/beam_benchmark.py --runner beam --workers 1,2 --repeats 3
+    python benchmarks/beam_benchmark.py --runner both --workers 1,2 --repeats 3
 
 The last line printed is JSON.
 """
@@ -41,12 +42,12 @@ from restore_benchmark import corrupt, dictionary_maps
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runner", choices=("beam", "local"), default="beam",
+    parser.add_argument("--runner", choices=("beam", "local", "both"), default="beam",
                         help="beam: the local FnApiRunner in multi-processing mode; local: this process or a "
-                        "RestorationPool (default: beam)")
+                        "RestorationPool; both: the two, run in turn (default: beam)")
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: 1,2)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per worker count (default: 3)")
-    parser.add_argument("--frames", type=int, default=256, help="frames restored per run (default: 256)")
+    parser.add_argument("--frames", type=int, default=512, help="frames restored per run (default: 512)")
     parser.add_argument("--chunk", type=int, default=16, help="frames per chunk, the unit of work (default: 16)")
     parser.add_argument("--size", type=int, default=64, help="crop size S (default: 64)")
     parser.add_argument("--min-patches", type=int, default=1_000_000,
@@ -112,41 +113,49 @@ def main() -> None:
     frames = render_synth_frames(np.random.default_rng([args.seed, 2]), args.frames, args.size)
     raw = corrupt(frames["labels"], np.random.default_rng([args.seed, 1]), args.noise)
 
+    runners = ["beam", "local"] if args.runner == "both" else [args.runner]
     runs, reference, identical = [], None, True
     args.work_dir.mkdir(parents=True, exist_ok=True)
     for repeat in range(args.repeats):
-        for workers in worker_counts:
-            load_before = os.getloadavg()[0]
-            with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
-                seconds, cpu, results = run_once(index, frames, raw, args.chunk, workers, args.runner,
-                                                 Path(work_dir))
-            reference = reference if reference is not None else results
-            identical = identical and same(results, reference)
-            runs.append({"repeat": repeat, "workers": workers, "seconds": round(seconds, 2),
-                         "frames_per_s": round(args.frames / seconds, 2), "cpu_seconds": round(cpu, 2),
-                         "cores_used": round(cpu / seconds, 2), "load_before": load_before,
-                         "load_after": os.getloadavg()[0]})
-            print(runs[-1], flush=True)
+        for runner in runners:
+            for workers in worker_counts:
+                load_before = os.getloadavg()[0]
+                with tempfile.TemporaryDirectory(dir=args.work_dir) as work_dir:
+                    seconds, cpu, results = run_once(index, frames, raw, args.chunk, workers, runner, Path(work_dir))
+                reference = reference if reference is not None else results
+                identical = identical and same(results, reference)
+                runs.append({"repeat": repeat, "runner": runner, "workers": workers, "seconds": round(seconds, 2),
+                             "frames_per_s": round(args.frames / seconds, 2), "cpu_seconds": round(cpu, 2),
+                             "cores_used": round(cpu / seconds, 2), "load_before": load_before,
+                             "load_after": os.getloadavg()[0]})
+                print(runs[-1], flush=True)
 
-    medians = {workers: statistics.median(run["seconds"] for run in runs if run["workers"] == workers)
-               for workers in worker_counts}
-    base = medians.get(1)
     print(json.dumps({
         "benchmark": "beam_restore",
-        "runner": args.runner,
         "frames": args.frames,
         "chunk_frames": args.chunk,
         "dictionary_patches": len(index),
         "search_k": index.search_k,
         "cpus": os.cpu_count(),
-        "median_seconds": {str(w): round(s, 2) for w, s in medians.items()},
-        "median_frames_per_s": {str(w): round(args.frames / s, 2) for w, s in medians.items()},
-        "median_cpu_seconds": {str(w): round(statistics.median(run["cpu_seconds"] for run in runs
-                                                               if run["workers"] == w), 2) for w in worker_counts},
-        "speedup_over_1_worker": {str(w): round(base / s, 2) for w, s in medians.items()} if base else None,
+        **{runner: summary([run for run in runs if run["runner"] == runner], args.frames) for runner in runners},
         "identical_results": identical,
         "runs": runs,
     }))
+
+
+def summary(runs: list[dict], frames: int) -> dict:
+    """Medians over the repeats of one runner, per worker count, and the speed-up over 1 worker."""
+    counts = sorted({run["workers"] for run in runs})
+    median = {key: {w: statistics.median(run[key] for run in runs if run["workers"] == w) for w in counts}
+              for key in ("seconds", "cpu_seconds", "cores_used")}
+    base = median["seconds"].get(1)
+    return {
+        "median_seconds": {str(w): round(s, 2) for w, s in median["seconds"].items()},
+        "median_frames_per_s": {str(w): round(frames / s, 2) for w, s in median["seconds"].items()},
+        "median_cpu_seconds": {str(w): round(s, 2) for w, s in median["cpu_seconds"].items()},
+        "median_cores_used": {str(w): round(s, 2) for w, s in median["cores_used"].items()},
+        "speedup_over_1_worker": {str(w): round(base / s, 2) for w, s in median["seconds"].items()} if base else None,
+    }
 
 
 if __name__ == "__main__":

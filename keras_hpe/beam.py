@@ -36,7 +36,7 @@ import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, Protocol, Sequence
+from typing import BinaryIO, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -244,7 +244,7 @@ def _result_name(key: int) -> str:
     return f"result-{key:05d}"
 
 
-def _create(path: str):
+def _create(path: str) -> BinaryIO:
     return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 

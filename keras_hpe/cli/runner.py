@@ -17,9 +17,9 @@ def add_runner_options(parser: argparse.ArgumentParser, work: str) -> None:
                         help=f"processes computing the {work} on this machine: the local path's, or with --runner beam "
                         "the local Beam runner's (default: 1)")
     parser.add_argument("--runner", choices=("local", "beam"), default="local",
-                        help=f"local: compute the {work} in this process, or in --workers spawned processes; beam: on an "
-                        "Apache Beam runner, the local FnApiRunner unless --beam-option runner=... names "
-                        "another (the output is the same, bit for bit) (default: local)")
+                        help=f"local: compute the {work} in this process, or in --workers spawned processes; "
+                        "beam: on an Apache Beam runner, the local FnApiRunner unless --beam-option runner=... "
+                        "names another (the output is the same, bit for bit) (default: local)")
     parser.add_argument("--beam-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a Beam pipeline option for --runner beam, repeatable; KEY alone for a switch; e.g. "
                         "runner=DataflowRunner, project=P, region=R, temp_location=gs://B/tmp (default: none)")
