@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 from keras_hpe.errors import UserError
 
 LOCK_NAME = ".keras_hpe.lock"  # inside a locked folder while its writer runs
-# `atomic_path`'s temporaries: ".<name>.<8 random characters>.tmp" (tempfile.mkdtemp).
+# `scratch_folder`'s temporaries (`atomic_path`'s too): ".<name>.<8 random characters>.tmp" (tempfile.mkdtemp).
 _TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
 
 
@@ -73,17 +73,29 @@ def atomic_path(
     if path.is_dir() and not path.is_symlink() and not (replace_folder is not None and replace_folder(path)):
         raise UserError(f"{path} is an existing folder that this command did not write; refusing to replace it")
     _check_creatable(path, "output")
+    with scratch_folder(path) as tmp:
+        target = tmp / path.name
+        yield target
+        if path.is_dir() and not path.is_symlink():
+            os.replace(path, tmp / ".replaced")  # out of the way first; removed with tmp below
+        os.replace(target, path)
+
+
+@contextlib.contextmanager
+def scratch_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside `path`; remove it after the block, whatever happens.
+
+    Its name marks it as a temporary (`.<name>.<8 characters>.tmp`): inside a
+    locked folder, the next `folder_lock` removes one that a killed writer left.
+    """
+    path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     except OSError as error:
         raise UserError(f"cannot write {path}: {error.strerror or error}") from None
-    target = tmp / path.name
     try:
-        yield target
-        if path.is_dir() and not path.is_symlink():
-            os.replace(path, tmp / ".replaced")  # out of the way first; removed with tmp below
-        os.replace(target, path)
+        yield tmp
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from keras_hpe.cli.runner import add_runner_options, beam_runner
 from keras_hpe.data.dataset import Manifest
 from keras_hpe.errors import UserError
 from keras_hpe.outputs import check_output_file
@@ -51,6 +52,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed; same seed, same data (default: 0)")
     parser.add_argument("--size", type=int, default=64,
                         help=f"crop size S in pixels, one of {CROP_SIZES}; 32 is for tests (default: 64)")
+    add_runner_options(parser, "shards")
 
 
 def _check_size(size: int) -> None:
@@ -72,20 +74,24 @@ def _summary(manifest: Manifest, out: Path) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     _check_n(args.n)
     _check_size(args.size)
+    runner = beam_runner(args)
     from keras_hpe.data.synth import generate_synth
 
-    _summary(generate_synth(args.out, args.n, seed=args.seed, size=args.size, progress=True), args.out)
+    manifest = generate_synth(args.out, args.n, seed=args.seed, size=args.size, progress=True, workers=args.workers,
+                              runner=runner)
+    _summary(manifest, args.out)
     return 0
 
 
 def run_sensor(args: argparse.Namespace) -> int:
     _check_n(args.n)
     _check_size(args.size)
+    runner = beam_runner(args)
     from keras_hpe.data.sensor import SensorConfig, generate_sensor
 
     config = SensorConfig.from_json(args.sensor_config) if args.sensor_config else SensorConfig()
     manifest = generate_sensor(args.out, args.n, seed=args.seed, size=args.size, eval_labels=args.eval_labels,
-                               config=config, progress=True)
+                               config=config, progress=True, workers=args.workers, runner=runner)
     _summary(manifest, args.out)
     return 0
 

@@ -8,20 +8,19 @@ Each command group lives in its own module of this package and exposes
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
 import importlib.abc
 import importlib.util
 import os
 import re
 import sys
-import tempfile
 
 # TensorFlow's C++ start-up chatter is noise on a command line; users can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_hpe import __version__
 from keras_hpe.errors import UserError
+from keras_hpe.quiet import filtered_stderr
 
 COMMAND_MODULES = (
     "keras_hpe.cli.data",
@@ -108,28 +107,8 @@ class _QuietLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        with _filtered_stderr(_TF_START_UP):
+        with filtered_stderr(_TF_START_UP):
             self.loader.exec_module(module)
-
-
-@contextlib.contextmanager
-def _filtered_stderr(drop: re.Pattern):
-    """Capture file descriptor 2 during the block; then write back the lines `drop` does not match."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as capture:
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            for line in capture.read().decode(errors="replace").splitlines(keepends=True):
-                if not drop.match(line):
-                    sys.stderr.write(line)
-            sys.stderr.flush()
 
 
 if __name__ == "__main__":

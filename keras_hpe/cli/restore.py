@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from keras_hpe.cli.runner import add_runner_options, beam_runner
 from keras_hpe.restoration.restore import METHODS
 
 
@@ -33,10 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "(default: integrate)")
     parser.add_argument("--patch", type=int, default=7, help="patch size P the dictionary must have (default: 7)")
     parser.add_argument("--window", type=int, default=5, help="voting window W of eq. 2 (default: 5)")
-    parser.add_argument("--workers", type=int, default=1, help="restoration processes (default: 1)")
     parser.add_argument("--chunk", type=int, default=256,
                         help="frames per step, the unit a resumed run restarts from (default: 256)")
     parser.add_argument("--batch", type=int, default=64, help="frames per inference batch (default: 64)")
+    add_runner_options(parser, "restorations")
     parser.add_argument("--quiet", action="store_true", help="no progress bar (default: show it)")
     parser.set_defaults(func=run)
 
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     result = restore_dataset(
         args.model, args.index, args.data, args.out, method=args.method, patch=args.patch, window=args.window,
         workers=args.workers, chunk_frames=args.chunk, batch_size=args.batch, progress=not args.quiet,
+        runner=beam_runner(args),
     )
     summary = result.summary
     print(f"restored data set {result.out_dir}: {summary['accepted']} of {summary['frames']} frames accepted "

@@ -13,11 +13,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import multiprocessing
 import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -29,6 +30,9 @@ from keras_hpe.data.crop import CUBE_MM
 from keras_hpe.data.skeleton import NUM_JOINTS, NUM_LABELS
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
+
+if TYPE_CHECKING:
+    from keras_hpe.beam import BeamRunner
 
 FORMAT = "keras_hpe.dataset/1"
 FIELDS = ("depth_mm", "labels", "joints_uvd", "joints_xyz", "center_uvd")
@@ -262,6 +266,26 @@ class DatasetWriter:
         return manifest
 
 
+@dataclass(frozen=True)
+class ShardRenderer:
+    """Shard `index` of a generated data set: `make_shard(np.random.default_rng([seed, index]), counts[index])`.
+
+    A pure function of (seed, index): rendered in this process, in spawned worker processes or in a Beam
+    pipeline (`keras_hpe.beam`), a shard is the same. `make_shard` must pickle: a module-level function,
+    or a `functools.partial` of one.
+    """
+
+    make_shard: Callable[[np.random.Generator, int], dict]
+    seed: int
+    counts: tuple[int, ...]
+
+    def setup(self) -> None:
+        """Nothing to open (`keras_hpe.beam.StagedWork` calls it once per worker)."""
+
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        return self.make_shard(np.random.default_rng([self.seed, index]), self.counts[index])
+
+
 def generate_dataset(
     out: str | Path,
     n: int,
@@ -275,12 +299,17 @@ def generate_dataset(
     params: dict | None = None,
     cube_mm: float = CUBE_MM,
     progress: bool = True,
+    workers: int = 1,
+    runner: BeamRunner | None = None,
 ) -> Manifest:
     """Write `n` frames made by `make_shard(rng, count)` to `out`, resuming an interrupted run.
 
     Shard i holds frames [i * shard_size, ...) and is made from
-    `np.random.default_rng([seed, i])`, so the data do not depend on where a
-    run was interrupted. A finished data set with the same parameters is
+    `np.random.default_rng([seed, i])` (`ShardRenderer`), so the data do not
+    depend on where a run was interrupted, nor on where the shards were
+    rendered: in this process, in `workers` spawned processes, or on the
+    Beam `runner` (`keras_hpe.beam`; its workers are its own). This process
+    writes every shard. A finished data set with the same parameters is
     returned as it is.
     """
     from tqdm.auto import tqdm
@@ -289,21 +318,42 @@ def generate_dataset(
         raise UserError(f"number of frames must be > 0, got {n}")
     if int(shard_size) <= 0:
         raise UserError(f"shard size must be > 0, got {shard_size}")
+    if int(workers) < 1:
+        raise UserError(f"workers must be >= 1, got {workers}")
     n, shard_size = int(n), int(shard_size)
     params = {**(params or {}), "n": n, "shard_size": shard_size}
     with DatasetWriter(out, domain=domain, size=size, seed=seed, fields=fields, cube_mm=cube_mm,
                        params=params) as writer:
         if writer.finished:
             return read_manifest(writer.out)
-        counts = [min(shard_size, n - start) for start in range(0, n, shard_size)]
-        done = sum(c for i, c in enumerate(counts) if writer.has_shard(i))
-        with tqdm(total=n, initial=done, unit="frame", desc=f"{domain} data", disable=not progress) as bar:
-            for index, count in enumerate(counts):
-                if writer.has_shard(index):
-                    continue
-                writer.write_shard(index, make_shard(np.random.default_rng([seed, index]), count))
-                bar.update(count)
+        counts = tuple(min(shard_size, n - start) for start in range(0, n, shard_size))
+        missing = [index for index in range(len(counts)) if not writer.has_shard(index)]
+        done = n - sum(counts[index] for index in missing)
+        render = ShardRenderer(make_shard, int(seed), counts)
+        with tqdm(total=n, initial=done, unit="frame", desc=f"{domain} data", disable=not progress) as bar, \
+                _rendered(render, missing, int(workers), runner, writer.out) as shards:
+            for index, arrays in shards:
+                writer.write_shard(index, arrays)
+                bar.update(counts[index])
         return writer.finish()
+
+
+@contextlib.contextmanager
+def _rendered(
+    render: ShardRenderer, missing: list[int], workers: int, runner: BeamRunner | None, out: Path
+) -> Iterator[Iterator[tuple[int, dict[str, np.ndarray]]]]:
+    """(index, arrays) of the `missing` shards, in order, rendered here, in worker processes or on Beam."""
+    if runner is not None:
+        from keras_hpe.beam import BeamJob
+
+        with BeamJob(runner, out / "beam-staging") as job:
+            yield job.run(render, missing)
+    elif workers > 1 and len(missing) > 1:
+        # spawn, not fork: the parent may hold TensorFlow's threads, which fork does not survive.
+        with multiprocessing.get_context("spawn").Pool(min(workers, len(missing))) as pool:
+            yield zip(missing, pool.imap(render, missing))
+    else:
+        yield ((index, render(index)) for index in missing)
 
 
 def read_manifest(path: str | Path) -> Manifest:

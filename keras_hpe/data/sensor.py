@@ -44,11 +44,13 @@ References:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import statistics
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import ndimage
@@ -59,6 +61,9 @@ from keras_hpe.data.dataset import Manifest, generate_dataset
 from keras_hpe.data.hand_model import PosePrior, ShapePrior, ViewPrior, hand_solids, sample_hands
 from keras_hpe.data.renderer import render
 from keras_hpe.errors import UserError
+
+if TYPE_CHECKING:
+    from keras_hpe.beam import BeamRunner
 
 # The hands of this domain differ from `synth` (hand_model defaults) the way NYU's do.
 # NYU's training set is one adult male subject (its test set adds a second): larger
@@ -432,20 +437,23 @@ def generate_sensor(
     config: SensorConfig | None = None,
     shard_size: int = 1024,
     progress: bool = True,
+    workers: int = 1,
+    runner: BeamRunner | None = None,
 ) -> Manifest:
     """Write n simulated-real frames as a `sensor` data set at `out`.
 
     A training split (default) holds depth_mm, joints_uvd, joints_xyz and
     center_uvd; an evaluation split (`eval_labels`) also holds the clean part
     labels, which no training code may read. The manifest's `params` record
-    the sensor config, the priors and `eval_labels`.
+    the sensor config, the priors and `eval_labels`. `workers` processes
+    render the shards, or the Beam `runner` does (`dataset.generate_dataset`).
     """
     config = config or SensorConfig()
     names = ["depth_mm", "joints_uvd", "joints_xyz", "center_uvd"] + (["labels"] if eval_labels else [])
     return generate_dataset(
         out,
         n,
-        make_shard=lambda rng, count: render_sensor_frames(rng, count, size, config=config, eval_labels=eval_labels),
+        make_shard=functools.partial(render_sensor_frames, size=size, config=config, eval_labels=eval_labels),
         domain="sensor",
         size=size,
         seed=seed,
@@ -461,6 +469,8 @@ def generate_sensor(
             "window_cube_factor": WINDOW_CUBE_FACTOR,
         },
         progress=progress,
+        workers=workers,
+        runner=runner,
     )
 
 

@@ -10,8 +10,10 @@ joints and crop centres are those of an armless render.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -29,6 +31,9 @@ from keras_hpe.data.hand_model import (
 )
 from keras_hpe.data.renderer import render
 from keras_hpe.errors import UserError
+
+if TYPE_CHECKING:
+    from keras_hpe.beam import BeamRunner
 
 _PIXELS_PER_CHUNK = 1 << 18  # frames rendered together: bounds the (pixel, solid) pair arrays
 
@@ -89,13 +94,18 @@ def generate_synth(
     shard_size: int = 1024,
     progress: bool = True,
     config: SynthConfig | None = None,
+    workers: int = 1,
+    runner: BeamRunner | None = None,
 ) -> Manifest:
-    """Write n synthetic frames (all five fields) as a `synth` data set at `out`."""
+    """Write n synthetic frames (all five fields) as a `synth` data set at `out`.
+
+    `workers` processes render the shards, or the Beam `runner` does (`dataset.generate_dataset`).
+    """
     config = config or SynthConfig()
     return generate_dataset(
         out,
         n,
-        make_shard=lambda rng, count: render_synth_frames(rng, count, size, config=config),
+        make_shard=functools.partial(render_synth_frames, size=size, config=config),
         domain="synth",
         size=size,
         seed=seed,
@@ -103,4 +113,6 @@ def generate_synth(
         shard_size=shard_size,
         params={"config": asdict(config)},
         progress=progress,
+        workers=workers,
+        runner=runner,
     )

@@ -12,7 +12,9 @@ training in the real domain knows depth and joints only.
 The run works chunk by chunk in a sibling work folder `.OUT.restore/` (one
 atomically written file per chunk, plus the job's identity), so a killed run
 resumes where it stopped; the output folder appears at the end, complete, in
-one rename.
+one rename. A chunk's file holds what `restore_chunk` returns, whether this
+process and its worker processes computed it or the workers of a Beam runner
+(`restored_chunks`, `keras_hpe.beam`).
 """
 
 from __future__ import annotations
@@ -26,18 +28,23 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
 
 import keras_hpe
 from keras_hpe.outputs import LOCK_NAME, atomic_path, folder_lock, recorded_path, write_text
+from keras_hpe.data.camera import Camera
 from keras_hpe.data.dataset import FIELD_DTYPES, MANIFEST_NAME, DatasetWriter, load_frames, read_manifest
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
 from keras_hpe.restoration.index import PatchIndex
 from keras_hpe.restoration.quality import gate_restorations
 from keras_hpe.restoration.restore import METHODS, RestorationPool, restore_frames
+
+if TYPE_CHECKING:
+    from keras_hpe.beam import BeamRunner
 
 QUALITY_NAME = "quality.csv"
 SUMMARY_NAME = "restore_summary.json"
@@ -85,6 +92,7 @@ def restore_dataset(
     batch_size: int = 64,
     progress: bool = True,
     run_dir: str | Path | None = None,
+    runner: BeamRunner | None = None,
 ) -> RestoreResult:
     """Restore the segmentation of every real frame of `data_dir`; write the accepted ones to `out_dir`.
 
@@ -95,12 +103,15 @@ def restore_dataset(
         out_dir: the data set to write: depth_mm, joints_*, center_uvd and the restored maps as `labels`.
         method: a restoration method of `restore.METHODS` ("none" accepts nothing: it never improves).
         window: W of eq. 2.
-        workers: restoration processes.
+        workers: restoration processes of the local path.
         chunk_frames: frames predicted, restored and saved per step (the unit of resuming).
         batch_size: frames per inference batch.
         progress: show a progress bar.
         run_dir: a reproduction's run folder: the job records the paths inside it relative to it,
             so a moved folder still holds the same job (and resumes it).
+        runner: restore on Apache Beam instead (`keras_hpe.beam`; this process predicts, the runner's
+            workers restore and gate); the result is the same, bit for bit, and so is the job: a run
+            interrupted on one path resumes on the other.
     An existing finished `out_dir` made by the same job is returned as it is; any other existing
     `out_dir` is refused.
     """
@@ -149,28 +160,28 @@ def restore_dataset(
     with folder_lock(_work_dir(out_dir), "restoration work folder"):
         work_dir = _claim_work_dir(out_dir, job)
 
-        starts = range(0, manifest.count, chunk_frames)
+        chunks = [np.arange(start, min(start + chunk_frames, manifest.count))
+                  for start in range(0, manifest.count, chunk_frames)]
+        missing = [chunk for chunk in range(len(chunks)) if not (work_dir / _chunk_name(chunk)).exists()]
+        fields = [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")]
+        options = dict(method=method, window=window, cube_mm=manifest.cube_mm, camera=manifest.camera_model)
+
+        def predicted(chunk: int) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+            arrays = load_frames(data_dir, chunks[chunk], fields)
+            raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
+            return chunks[chunk], arrays, raw
+
+        done = manifest.count - sum(len(chunks[chunk]) for chunk in missing)
         started = time.perf_counter()
-        pool = None
-        with tqdm(total=manifest.count, unit="frame", desc=f"restore real frames ({method})",
-                  disable=not progress) as bar, contextlib.ExitStack() as workers_open:
-            for chunk, start in enumerate(starts):
-                frames = np.arange(start, min(start + chunk_frames, manifest.count))
-                path = work_dir / _chunk_name(chunk)
-                if not path.exists():
-                    if pool is None and workers > 1:  # one pool for the run, opened when a chunk needs it
-                        pool = workers_open.enter_context(RestorationPool(index, workers))
-                    arrays = load_frames(data_dir, frames, [*INPUT_FIELDS, *_optional(manifest, "joints_uvd")])
-                    raw = predict_parts(model, arrays["depth_mm"], arrays["center_uvd"][:, 2], batch_size)[1]
-                    restored = restore_frames(raw, index, method=method, window=window, pool=pool)
-                    gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"],
-                                             arrays["joints_xyz"], cube_mm=manifest.cube_mm,
-                                             camera=manifest.camera_model)
-                    _save_chunk(path, frames, arrays, restored, gate)
-                    crash_point("restore.chunk", out_dir)
-                bar.update(len(frames))
+        with tqdm(total=manifest.count, initial=done, unit="frame", desc=f"restore real frames ({method})",
+                  disable=not progress) as bar, \
+                restored_chunks(missing, predicted, index, options, workers, runner, work_dir, progress) as records:
+            for chunk, record in records:
+                _save_chunk(work_dir / _chunk_name(chunk), record)
+                crash_point("restore.chunk", out_dir)
+                bar.update(len(record["frame"]))
         seconds = time.perf_counter() - started
-        return _assemble(out_dir, work_dir, job, manifest, len(starts), seconds)
+        return _assemble(out_dir, work_dir, job, manifest, len(chunks), seconds)
 
 
 def _optional(manifest, name: str) -> list[str]:
@@ -208,14 +219,109 @@ def _claim_work_dir(out_dir: Path, job: dict) -> Path:
     return work_dir
 
 
-def _save_chunk(path: Path, frames: np.ndarray, arrays: dict, restored: np.ndarray, gate) -> None:
-    """One chunk's verdicts (all frames) and its accepted frames' fields, atomically."""
+def restore_chunk(
+    frames: np.ndarray,
+    arrays: dict[str, np.ndarray],
+    raw: np.ndarray,
+    index: PatchIndex,
+    *,
+    method: str,
+    window: int,
+    cube_mm: float,
+    camera: Camera,
+    pool: RestorationPool | None = None,
+) -> dict[str, np.ndarray]:
+    """Restore and gate one chunk of predicted maps: the arrays of its chunk file.
+
+    `frames` are the chunk's frame numbers, `arrays` their fields (`INPUT_FIELDS`, and joints_uvd if the
+    data have it), `raw` their predicted maps. Returns every frame's verdict (frame, raw_quality_mm,
+    restored_quality_mm, accepted) and the accepted frames' fields with their restored maps as `labels`.
+    A pure function of its inputs: the local path and the Beam workers (`ChunkRestorer`) both call it.
+    """
+    restored = restore_frames(raw, index, method=method, window=window, pool=pool)
+    gate = gate_restorations(raw, restored, arrays["depth_mm"], arrays["center_uvd"], arrays["joints_xyz"],
+                             cube_mm=cube_mm, camera=camera)
     keep = gate.accepted
     accepted = {name: arrays[name][keep].astype(FIELD_DTYPES[name]) for name in arrays}
     accepted["labels"] = restored[keep].astype(np.uint8)
+    return {"frame": frames, "raw_quality_mm": gate.raw_quality_mm, "restored_quality_mm": gate.restored_quality_mm,
+            "accepted": keep, **accepted}
+
+
+class ChunkRestorer:
+    """`restore_chunk` of a chunk staged for a Beam run (`keras_hpe.beam.StagedWork`).
+
+    `setup` opens the index once per worker, memory-mapped from a local copy of its folder
+    (`beam.local_folder`); a call reads the staged chunk `_input_name(chunk)`: its frame numbers,
+    predicted maps (`raw`) and fields.
+    """
+
+    def __init__(self, staging: str, index_folder: str, patch: int, search_k: int, options: dict) -> None:
+        self.staging = staging
+        self.index_folder = index_folder
+        self.patch = patch
+        self.search_k = search_k
+        self.options = options
+        self.index: PatchIndex | None = None
+
+    def setup(self) -> None:
+        from keras_hpe.beam import local_folder
+
+        self.index = PatchIndex.load(local_folder(self.index_folder), self.patch, search_k=self.search_k)
+
+    def __call__(self, chunk: int) -> dict[str, np.ndarray]:
+        from keras_hpe.beam import read_staged, staged_path
+
+        arrays = read_staged(staged_path(self.staging, _input_name(chunk)))
+        frames, raw = arrays.pop("frame"), arrays.pop("raw")
+        return restore_chunk(frames, arrays, raw, self.index, **self.options)
+
+
+@contextlib.contextmanager
+def restored_chunks(
+    missing: list[int],
+    predicted: Callable[[int], tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]],
+    index: PatchIndex,
+    options: dict,
+    workers: int,
+    runner: BeamRunner | None,
+    work_dir: Path,
+    progress: bool,
+) -> Iterator[Iterator[tuple[int, dict[str, np.ndarray]]]]:
+    """The work of `restore_dataset`: (chunk, its `restore_chunk` arrays) for the `missing` chunks, in order.
+
+    Args:
+        missing: the chunk numbers to restore.
+        predicted: chunk -> (frame numbers, fields, predicted maps); it runs in this process.
+        index, options: the dictionary and `restore_chunk`'s keyword arguments.
+        workers, runner: `workers` processes of a local `RestorationPool` (1: this process alone), or,
+            if `runner` is given, its Beam workers: this process then first predicts and stages every
+            missing chunk (the workers need no TensorFlow), in a temporary inside `work_dir`.
+        progress: show a progress bar over the chunks predicted for Beam.
+    """
+    if runner is None:
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(RestorationPool(index, workers)) if workers > 1 and missing else None
+            yield ((chunk, restore_chunk(*predicted(chunk), index, pool=pool, **options)) for chunk in missing)
+        return
+    from keras_hpe.beam import BeamJob
+
+    with BeamJob(runner, work_dir / "beam-staging") as job:
+        for chunk in tqdm(missing, unit="chunk", desc="predict and stage", disable=not progress or not missing):
+            frames, arrays, raw = predicted(chunk)
+            job.stage(_input_name(chunk), {"frame": frames, "raw": raw, **arrays})
+        restorer = ChunkRestorer(job.staging, job.folder(Path(index.directory)), index.patch, index.search_k, options)
+        yield job.run(restorer, missing)
+
+
+def _input_name(chunk: int) -> str:
+    return f"input-{chunk:05d}"
+
+
+def _save_chunk(path: Path, record: dict[str, np.ndarray]) -> None:
+    """One chunk's `restore_chunk` arrays, atomically."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, frame=frames, raw_quality_mm=gate.raw_quality_mm, restored_quality_mm=gate.restored_quality_mm,
-                 accepted=keep, **accepted)
+        np.savez(f, **record)
 
 
 def _assemble(out_dir: Path, work_dir: Path, job: dict, manifest, chunks: int, seconds: float) -> RestoreResult:
