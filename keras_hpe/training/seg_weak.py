@@ -153,7 +153,9 @@ def train_segmentation_weak(
     size = model_crop_size(model)
     for data_dir in (synth_dir, restored_dir, val_dir) if val_dir else (synth_dir, restored_dir):
         check_labelled(data_dir, size)
-    steps = max(1, math.ceil(restored.count / (1 - _check_synth_weight(synth_weight)) / config.batch_size))
+    # Rounded first: 1 - 0.9 is 0.09999999999999998 in floating point, which would add a step.
+    frames_per_epoch = round(restored.count / (1 - _check_synth_weight(synth_weight)), 6)
+    steps = max(1, math.ceil(frames_per_epoch / config.batch_size))
 
     def train(epoch: int) -> tf.data.Dataset:
         return mixed_seg_dataset(
