@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from keras_hpe.data.camera import NYU_CAMERA, xyz_to_uvd
-from keras_hpe.data.hand_model import Solids, hand_solids, sample_arms, sample_hands
+from keras_hpe.data.hand_model import sample_hands
+from keras_hpe.data.solids import Solids, hand_solids, sample_arms
 from keras_hpe.data.renderer import full_image_window, render
 from keras_hpe.data.sensor import render_sensor_frames
 from keras_hpe.errors import UserError

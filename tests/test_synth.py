@@ -9,7 +9,8 @@ import pytest
 from keras_hpe.data.camera import xyz_to_uvd
 from keras_hpe.data.crop import CUBE_MM, clip_to_cube, crop_window, uvd_to_crop
 from keras_hpe.data.dataset import FIELDS, load_arrays, read_manifest
-from keras_hpe.data.hand_model import ArmPrior, PosePrior, ViewPrior, hand_solids, sample_arms, sample_hands
+from keras_hpe.data.hand_model import PosePrior, ViewPrior, sample_hands
+from keras_hpe.data.solids import ArmPrior, hand_solids, sample_arms
 from keras_hpe.data.renderer import render
 from keras_hpe.data.skeleton import JOINT_NAMES, JOINT_PARTS, NUM_PARTS
 from keras_hpe.data.synth import SynthConfig, generate_synth, render_synth_frames

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from keras_hpe.data.camera import NYU_CAMERA, Camera
-from keras_hpe.data.hand_model import Solids
+from keras_hpe.data.solids import Solids
 from keras_hpe.errors import UserError
 
 _MIN_DEPTH_MM = 1.0  # solids must lie this far in front of the camera

@@ -58,8 +58,9 @@ from scipy import ndimage
 from keras_hpe.data.camera import NYU_CAMERA, Camera, xyz_to_uvd
 from keras_hpe.data.crop import CUBE_MM, center_of_mass_uvd, crop_depth, crop_image, crop_window
 from keras_hpe.data.dataset import Manifest, generate_dataset
-from keras_hpe.data.hand_model import PosePrior, ShapePrior, ViewPrior, hand_solids, sample_hands
+from keras_hpe.data.hand_model import PosePrior, ShapePrior, ViewPrior, sample_hands
 from keras_hpe.data.renderer import render
+from keras_hpe.data.solids import hand_solids
 from keras_hpe.errors import UserError
 
 if TYPE_CHECKING:

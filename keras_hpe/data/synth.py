@@ -20,16 +20,9 @@ import numpy as np
 from keras_hpe.data.camera import xyz_to_uvd
 from keras_hpe.data.crop import CUBE_MM, clip_to_cube, crop_window
 from keras_hpe.data.dataset import FIELDS, Manifest, generate_dataset
-from keras_hpe.data.hand_model import (
-    ArmPrior,
-    PosePrior,
-    ShapePrior,
-    ViewPrior,
-    hand_solids,
-    sample_arms,
-    sample_hands,
-)
+from keras_hpe.data.hand_model import PosePrior, ShapePrior, ViewPrior, sample_hands
 from keras_hpe.data.renderer import render
+from keras_hpe.data.solids import ArmPrior, hand_solids, sample_arms
 from keras_hpe.errors import UserError
 
 if TYPE_CHECKING:
