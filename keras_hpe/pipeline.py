@@ -22,7 +22,7 @@ The cascade (baseline (b)) is a direct model followed by a second one, as
       -> crop.recrop_depth   the tighter cube of refine_cube_mm around it, re-sampled from the crop
       -> refine net          joints in its half-cube units relative to coarse_xyz -> joints_xyz (mm)
 
-How the networks run is `InferenceOptions`': by default inference copies of
+`InferenceOptions` says how the networks run: by default inference copies of
 them (`models.inference`) in a graph whose weights are constants, which
 computes the trained networks' joints faster; `REFERENCE` runs the trained
 networks as they are, and "bfloat16" the segmentation's convolutions in 16 bits.
