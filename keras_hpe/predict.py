@@ -37,9 +37,10 @@ import dataclasses
 import hashlib
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -280,8 +281,9 @@ def predict_frames(
         with open(out / JOINTS_NAME, "ab") as joints, open(out / FRAMES_NAME, "ab") as records, \
                 tqdm(total=len(frames), initial=state["frames_done"], desc="predict", unit="frame", leave=False,
                      disable=not progress) as bar:
-            for start in range(state["frames_done"], len(frames), batch):
-                chunk = _predict_batch(estimator, frames[start : start + batch], start, centers, drawn, out)
+            for frame_batch in _read_ahead(frames, state["frames_done"], batch, centers, drawn, estimator.info):
+                start = frame_batch.first
+                chunk = _estimate_batch(estimator, frame_batch, drawn, out)
                 joints.write("".join(_joints_line(record) for record in chunk).encode())
                 records.write("".join(json.dumps(record) + "\n" for record in chunk).encode())
                 # Flushed before the state counts them: a kill now loses nothing the state records.
@@ -301,18 +303,38 @@ def predict_frames(
     return PredictionRun(out, len(frames), state["skipped"], state["first_skipped"], state["overlays"])
 
 
-def _predict_batch(
-    estimator: HandPoseEstimator,
-    paths: list[Path],
-    first: int,
-    centers: dict[str, np.ndarray] | None,
-    drawn: set[int],
-    out: Path,
-) -> list[dict]:
-    """The `frames.jsonl` records of frames `first`, `first` + 1, ...: read, estimate, draw the overlays asked."""
-    info = estimator.info
+@dataclass
+class FrameBatch:
+    """A batch of frames as read: their `frames.jsonl` records so far, and per readable frame (by its index in
+    the batch) the full image (kept only for an overlay), the crop, the centre and where it came from."""
+
+    paths: list[Path]
+    first: int
+    records: list[dict]
+    read: dict[int, tuple[np.ndarray | None, np.ndarray, np.ndarray, str]]
+
+
+def _read_ahead(
+    frames: list[Path], start: int, batch: int, centers: dict[str, np.ndarray] | None, drawn: set[int],
+    info: EstimatorInfo,
+) -> Iterator[FrameBatch]:
+    """The batches of `frames` from `start` on, each read (PNG, centre of mass, crop) by a thread of its own while
+    the caller estimates and writes the one before."""
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        reads = (reader.submit(_read_batch, frames[first : first + batch], first, centers, drawn, info)
+                 for first in range(start, len(frames), batch))
+        upcoming = next(reads, None)
+        while upcoming is not None:
+            current, upcoming = upcoming, next(reads, None)
+            yield current.result()
+
+
+def _read_batch(
+    paths: list[Path], first: int, centers: dict[str, np.ndarray] | None, drawn: set[int], info: EstimatorInfo
+) -> FrameBatch:
+    """Read frames `first`, `first` + 1, ...: a frame that cannot be read gets its error in its record."""
     records: list[dict] = [{"file": str(path)} for path in paths]
-    read: dict[int, tuple[np.ndarray | None, np.ndarray, np.ndarray, str]] = {}
+    read = {}
     for k, path in enumerate(paths):
         try:
             depth, crop, centre, source = read_frame(path, centers, info)
@@ -321,6 +343,13 @@ def _predict_batch(
             continue
         # The full image is kept only for an overlay: the batch holds crops.
         read[k] = (depth if first + k in drawn else None, crop, centre, source)
+    return FrameBatch(paths, first, records, read)
+
+
+def _estimate_batch(estimator: HandPoseEstimator, frames: FrameBatch, drawn: set[int], out: Path) -> list[dict]:
+    """The `frames.jsonl` records of a batch read by `_read_batch`: estimate, draw the overlays asked."""
+    info = estimator.info
+    records, read = frames.records, frames.read
     if not read:
         return records
     crops = np.stack([crop for _, crop, _, _ in read.values()])
@@ -329,7 +358,7 @@ def _predict_batch(
     for j, (k, (depth, crop, centre, source)) in enumerate(read.items()):
         overlay = None
         if depth is not None:
-            overlay = f"{OVERLAY_DIR}/{first + k + 1:06d}_{paths[k].stem}.png"
+            overlay = f"{OVERLAY_DIR}/{frames.first + k + 1:06d}_{frames.paths[k].stem}.png"
             parts = result["parts"][j] if "parts" in result else None
             draw_overlay(out / overlay, depth, crop, parts, result["joints_uvd"][j], centre, info)
         records[k].update({

@@ -75,6 +75,21 @@ def test_given_centres_are_used(setup, tmp_path):
     np.testing.assert_allclose(frame["joints_xyz_mm"], expected, atol=1e-2)
 
 
+def test_bfloat16_precision_predicts_near_float32(setup, tmp_path):
+    root, inputs = setup
+    joints = {}
+    for precision in ("float32", "bfloat16"):
+        out = tmp_path / precision
+        assert _run(root, *inputs, "--out", out, "--overlays", "0", "--no-progress", "--precision", precision) == 0
+        joints[precision] = np.array([frame["joints_xyz_mm"] for frame in prediction_records(out)])
+        # Part of the run's identity: a run is not resumed in another precision.
+        assert json.loads((out / "state.json").read_text())["identity"]["models"]["estimator"]["precision"] == precision
+    # Equal here (this untrained network's labels do not flip); a flipped label moves a joint by millimetres.
+    assert np.linalg.norm(joints["bfloat16"] - joints["float32"], axis=-1).mean() < 1.0
+    with pytest.raises(UserError, match="precision must be one of"):
+        _run(root, *inputs, "--out", tmp_path / "bad", "--precision", "float16")
+
+
 def test_predict_with_a_cascade(setup, cascade_path, seg_model_path, tmp_path, capsys):
     from conftest import assert_one_line_error
 

@@ -18,6 +18,7 @@ from keras_hpe.data.crop import (
     recrop_depth,
     uvd_to_crop,
 )
+from keras_hpe.data.nyu import read_depth_png, write_nyu_like
 from keras_hpe.errors import UserError
 
 SIZE = 32
@@ -132,6 +133,37 @@ def test_center_of_mass_finds_a_disc_despite_background():
     np.testing.assert_allclose(com, [400.0, 180.0, 600.0], atol=0.5)
     # Same answer from a sub-image with its origin.
     np.testing.assert_allclose(center_of_mass_uvd(depth[100:300, 300:500], origin=(300, 100)), com, atol=1e-9)
+
+
+def _center_of_mass_over_every_pixel(depth, origin=(0, 0)):
+    """The centre of mass as first written: each refinement tests every pixel of the image."""
+    v, u = np.mgrid[0 : depth.shape[0], 0 : depth.shape[1]]
+    u, v, d = u + origin[0], v + origin[1], depth.astype(np.float64)
+    valid = d > 0
+
+    def mean(mask):
+        return np.stack([u[mask], v[mask], d[mask]], axis=-1).astype(np.float64).mean(axis=0)
+
+    center = mean(valid & (d <= d[valid].min() + CUBE_MM))
+    for _ in range(10):
+        u0, v0, u1, v1 = crop_window(center, CUBE_MM, NYU_CAMERA)
+        inside = valid & (u >= u0) & (u <= u1) & (v >= v0) & (v <= v1) & (np.abs(d - center[2]) <= 0.5 * CUBE_MM)
+        if not inside.any() or np.allclose(mean(inside), center):
+            break
+        center = mean(inside)
+    return center
+
+
+def test_center_of_mass_is_the_every_pixel_one_to_the_bit(tmp_path):
+    # Refinements look only at the window's rows and columns: the same pixels, in the same order.
+    frames = sorted(write_nyu_like(tmp_path, "test", 8, seed=3).glob("depth_1_*.png"))
+    for path in frames:
+        depth = read_depth_png(path)
+        depth[300:, 200:260] = 700.0  # a forearm reaching out of the window
+        np.testing.assert_array_equal(center_of_mass_uvd(depth), _center_of_mass_over_every_pixel(depth))
+        window = depth[50:400, 100:500]
+        np.testing.assert_array_equal(center_of_mass_uvd(window, origin=(100, 50)),
+                                      _center_of_mass_over_every_pixel(window, origin=(100, 50)))
 
 
 @pytest.mark.parametrize("bad", [np.nan, -5.0, np.inf])

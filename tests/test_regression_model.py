@@ -132,6 +132,18 @@ def test_grouped_conv_matches_per_group_convs():
     assert clone.groups == 2 and clone.filters == 4 and not clone.supports_jit
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+def test_dilated_grouped_conv_matches_keras_conv(groups):
+    # Keras' Conv2D runs a dilated convolution through SpaceToBatchND; the native kernel takes the dilation itself.
+    x = np.random.default_rng(8).normal(size=(2, 16, 16, 4)).astype("float32")
+    native = GroupedConv2D(6, 3, padding="same", dilation_rate=4, groups=groups)
+    out = keras.ops.convert_to_numpy(native(x))
+    keras_conv = keras.layers.Conv2D.from_config(native.get_config())
+    keras_conv.build(x.shape)
+    keras_conv.set_weights(native.get_weights())
+    np.testing.assert_allclose(out, keras.ops.convert_to_numpy(keras_conv(x)), rtol=1e-5, atol=1e-5)
+
+
 def test_config_dict_round_trip():
     config = RegressionConfig(input_size=48, c1_filters=8, opening_size=5)
     text = json.dumps(config.to_dict())

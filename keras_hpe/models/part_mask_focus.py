@@ -82,10 +82,16 @@ class PartMaskFocus(keras.layers.Layer):
         best = ops.max(segmentation, axis=-1, keepdims=True)
         part_masks = ops.cast(ops.logical_and(segmentation >= best, best > 0), self.compute_dtype)
         membership = ops.convert_to_tensor(self.membership, dtype=self.compute_dtype)
-        # A pixel is in joint j's mask if its part is one of j's parts (min: a tie counts once).
-        joint_masks = ops.minimum(ops.matmul(part_masks, membership), 1.0)
-        opened = binary_opening(joint_masks, self.opening_size)
-        cell_masks = ops.max_pool(opened, pool_size=self.cell_size, strides=self.cell_size, padding="valid")
+        cell = {"pool_size": self.cell_size, "strides": self.cell_size, "padding": "valid"}
+        if self.opening_size == 1:
+            # Without an opening a cell is in joint j's mask if one of its pixels is in one of j's parts: the
+            # same cells whether the part masks are reduced to the cells before the union over j's parts or after.
+            joint_masks = ops.matmul(ops.max_pool(part_masks, **cell), membership)
+            cell_masks = ops.minimum(joint_masks, 1.0)
+        else:
+            # A pixel is in joint j's mask if its part is one of j's parts (min: a tie counts once).
+            joint_masks = ops.minimum(ops.matmul(part_masks, membership), 1.0)
+            cell_masks = ops.max_pool(binary_opening(joint_masks, self.opening_size), **cell)
         # (B, h, w, J, 1) against features (B, h, w, 1, C).
         return ops.expand_dims(features, 3) * ops.expand_dims(cell_masks, -1)
 

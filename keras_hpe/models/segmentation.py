@@ -44,6 +44,7 @@ import tensorflow as tf
 from keras_hpe.data.crop import CUBE_MM, LCN_KERNEL, fill_holes, local_contrast_normalize, normalize_depth
 from keras_hpe.data.skeleton import NUM_LABELS
 from keras_hpe.errors import UserError
+from keras_hpe.models.instance_normalization import InstanceNormalization
 from keras_hpe.models.shifted_max_pooling import ShiftedMaxPooling
 
 
@@ -154,7 +155,7 @@ def build_segmentation_model(config: SegmentationConfig = SegmentationConfig()) 
 def _image_norm_relu(x, name: str):
     # The paper normalises "across all pixels from the same image, for both
     # training and test samples": instance normalisation, no running statistics.
-    x = keras.layers.GroupNormalization(groups=-1, name=f"{name}_norm")(x)
+    x = InstanceNormalization(name=f"{name}_norm")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 

@@ -53,6 +53,7 @@ import tensorflow as tf
 from keras_hpe.data.dataset import MANIFEST_NAME
 from keras_hpe.errors import UserError
 from keras_hpe.faults import crash_point
+from keras_hpe.models.cloning import clone_with
 from keras_hpe.outputs import atomic_path, write_text
 from keras_hpe.training.devices import Placement
 
@@ -120,18 +121,16 @@ def training_copy(model: keras.Model, placement: Placement) -> keras.Model:
     """
     synchronized = placement.strategy.num_replicas_in_sync > 1
 
-    def clone(layer: keras.Operation) -> keras.Operation:
-        config = layer.get_config()
+    def edit(layer: keras.Operation, config: dict) -> tuple[type, dict]:
         # Operations of the graph that are not layers (`ops.less`) take no policy: they keep their inputs' dtypes.
         if isinstance(layer, keras.layers.Layer) and layer.name not in model.output_names:
             config["dtype"] = placement.precision
         if isinstance(layer, keras.layers.BatchNormalization):
             config["synchronized"] = synchronized
-        return layer.__class__.from_config(config)
+        return layer.__class__, config
 
     with placement.strategy.scope():
-        copy = keras.models.clone_model(model, clone_function=clone, recursive=True)
-        copy.set_weights(model.get_weights())
+        copy = clone_with(model, edit)
     copy.dtype_policy = placement.precision
     return copy
 
