@@ -376,19 +376,20 @@ def main() -> None:
     sizes = {name: costs.predicted_sizes(get_plan(name), get_preset(get_plan(name).preset), fitted, weights)
              for name in ("quick", "paper")}
     plot(points, fitted, sizes, args.report.with_suffix(".png"))
-    report(args.report, fitted, points, extra, SIZES, sizes, quick, paper, compared, args.compare_note)
+    summary = {
+        "constants": fitted.constants, "time": fitted.time, "growth_exponents": extra["exponents"],
+        "quick": quick.to_dict()["total"], "paper": {name: cost.to_dict()["total"] for name, cost in paper.items()},
+        "compared": compared, "load_before": fitted.measured["load_before"],
+        "others_cores": fitted.measured["others_cores"],
+    }
+    report(args.report, fitted, points, extra, SIZES, sizes, quick, paper, compared, args.compare_note, summary)
     print(f"{len(records)} measurements ({measuring / 60:.1f} min this run); wrote {args.costs}, {args.report}")
     print(quick.table())
     print(paper["reference (2 cores)"].table())
     for name, cost in paper.items():
         print(f"paper plan, {name}: {costs.format_duration(cost.seconds)}")
     print_comparison(compared)
-    print(json.dumps({
-        "constants": fitted.constants, "time": fitted.time, "growth_exponents": extra["exponents"],
-        "quick": quick.to_dict()["total"], "paper": {name: cost.to_dict()["total"] for name, cost in paper.items()},
-        "compared": compared, "load_before": fitted.measured["load_before"],
-        "others_cores": fitted.measured["others_cores"],
-    }))
+    print(json.dumps(summary))
 
 
 if __name__ == "__main__":

@@ -148,9 +148,9 @@ def gb(count: float | None) -> str:
 
 def report(path: Path, fitted: FittedCosts, points: list[Point], extra: dict, run_sizes: dict[str, dict],
            plan_sizes: dict[str, RunSizes], quick: costs.RunCost, paper: dict[str, costs.RunCost],
-           compared: list[dict], note: str) -> None:
+           compared: list[dict], note: str, summary: dict) -> None:
     """Write the report to `path`; `run_sizes`: the frame counts of runs a, b and c; `plan_sizes`: the quick and
-    paper plans' predicted sizes."""
+    paper plans' predicted sizes; `summary`: the figures as JSON, its last line."""
     measured = fitted.measured
     lines = [
         "# Scaling: what each stage of a reproduction costs, measured and extrapolated",
@@ -286,8 +286,11 @@ def report(path: Path, fitted: FittedCosts, points: list[Point], extra: dict, ru
         *(f"- {row['source']}: the total is {verdict(row['total']['error'])} ({row['total']['error']:+.0%})."
           for row in compared),
         "",
+        "The figures as JSON:",
+        "",
+        json.dumps(summary),
     ]
-    write_text(path, "\n".join(lines))
+    write_text(path, "\n".join(lines) + "\n")
 
 
 def verdict(error: float) -> str:
