@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_hpe import costs
+from keras_hpe import costs, stage_bytes
 from keras_hpe.costs import FittedCosts, Machine, RunSizes
 from keras_hpe.outputs import write_text
 from keras_hpe.reproduce import STAGE_FILE, ReproducePlan, get_plan
@@ -235,8 +235,8 @@ def fit(
 
     for model, group in by_model.items():
         for point in group:  # the computed parts need the constants above
-            point.exact_memory = costs.exact_memory_bytes(point.stage, point.sizes, fitted)
-            point.exact_disk = costs.exact_disk_bytes(point.stage, point.sizes, fitted)[0]
+            point.exact_memory = stage_bytes.exact_memory_bytes(point.stage, point.sizes, fitted)
+            point.exact_disk = stage_bytes.exact_disk_bytes(point.stage, point.sizes, fitted)[0]
         timed = [p for p in group if p.timed]
         if model == "dictionary":
             fitted.time[model] = fit_dictionary_time(work, timed)

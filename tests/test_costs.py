@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import assert_one_line_error
-from keras_hpe import costs
+from keras_hpe import costs, stage_bytes
 from keras_hpe.cli import main as cli_main
 from keras_hpe.presets import get_preset
 from keras_hpe.reproduce import build_stages, get_plan
@@ -75,7 +75,7 @@ def test_the_shards_bytes_are_computed_exactly(synth_dir):
 
     manifest = read_manifest(synth_dir)
     written = sum(path.stat().st_size for path in synth_dir.glob("shard-*.npz"))
-    assert costs.dataset_bytes([shard["count"] for shard in manifest.shards], manifest.size, FIELDS) == written
+    assert stage_bytes.dataset_bytes([shard["count"] for shard in manifest.shards], manifest.size, FIELDS) == written
 
 
 def test_training_divides_by_the_gpus_a_batch_can_use_and_restoration_by_the_workers():
