@@ -10,6 +10,7 @@ from pathlib import Path
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `reproduce`."""
     from keras_hpe.cli.train import add_placement_options
+    from keras_hpe.costs import DEFAULT_GPU_SPEEDUP
     from keras_hpe.reproduce import PLANS
 
     parser = subparsers.add_parser(
@@ -42,30 +43,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         help="JSON object overriding fields of the simulated sensor model (data.sensor.SensorConfig)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole run (default: 0)")
     parser.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    parser.add_argument("--plan", action="store_true",
+                        help="run nothing: print each stage's predicted time, peak memory and disk for this preset "
+                        "and these options on this machine (keras_hpe/costs.py), and the totals; exit 2 if the "
+                        "filesystem of --out has too little free space for the run")
+    parser.add_argument("--gpu-speedup", type=float, default=DEFAULT_GPU_SPEEDUP, metavar="X",
+                        help="with --plan: the speed of one GPU over 2 CPU cores on training steps, an assumption "
+                        f"(not measured; default: {DEFAULT_GPU_SPEEDUP:g})")
     add_placement_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the reproduction; print where the report and the export are, the headline numbers, then summary.json."""
+    """Run the reproduction; print where the report and the export are, the headline numbers, then summary.json.
+
+    With --plan, print the predicted costs instead (`print_plan`)."""
     from keras_hpe.data.sensor import SensorConfig
     from keras_hpe.reproduce import get_plan, reproduce
 
     plan = get_plan(args.preset)
+    out = args.out if args.out is not None else Path("runs") / plan.name
     sensor_config = None if args.sensor_config is None else SensorConfig.from_json(args.sensor_config)
-    result = reproduce(
-        plan,
-        args.out if args.out is not None else Path("runs") / plan.name,
-        reports_dir=args.reports,
-        saved_models_dir=args.saved_models,
-        nyu_root=args.nyu_root,
-        sensor_config=sensor_config,
-        seed=args.seed,
-        progress=not args.no_progress,
-        compare_dir=args.compare,
-        strategy=args.strategy,
-        precision=args.precision,
-    )
+    options = dict(reports_dir=args.reports, saved_models_dir=args.saved_models, nyu_root=args.nyu_root,
+                   sensor_config=sensor_config, seed=args.seed, compare_dir=args.compare, strategy=args.strategy,
+                   precision=args.precision)
+    if args.plan:
+        return print_plan(plan, out, options, args.gpu_speedup)
+    result = reproduce(plan, out, progress=not args.no_progress, **options)
     ran = [stage.name for stage in result.stages if stage.ran]
     print(f"stages run: {', '.join(ran) if ran else 'none (all up to date)'}")
     print(f"report: {result.report_path}")
@@ -73,4 +77,25 @@ def run(args: argparse.Namespace) -> int:
     for name, value in result.headline.items():
         print(f"{name}: {'not run' if value is None else f'{value:.2f}'}")
     print(json.dumps(result.summary))
+    return 0
+
+
+def print_plan(plan, out: Path, options: dict, gpu_speedup: float) -> int:
+    """The plan's stages with their predicted costs, the disk check, then the prediction as JSON; writes nothing."""
+    from keras_hpe.costs import format_bytes, plan_run
+    from keras_hpe.reproduce import build_stages
+
+    # Built as `reproduce` builds them, which checks the inputs (--nyu-root, --compare) the same way.
+    stages = build_stages(plan, **options)
+    cost, needed, free = plan_run(plan, stages, out, reports_dir=options["reports_dir"],
+                                  saved_models_dir=options["saved_models_dir"], strategy=options["strategy"],
+                                  gpu_speedup=gpu_speedup)
+    print(f"plan {plan.name} (preset {plan.preset}): {plan.synth_frames:,} + {plan.synth_test_frames:,} synthetic "
+          f"and {plan.real_frames:,} + {plan.real_test_frames:,} real frames of {plan.size} x {plan.size}")
+    print(f"predicted for this machine ({cost.machine.describe()}) from costs measured on {cost.measured_on}")
+    print(cost.table())
+    print("memory: the peak of a stage in a process of its own; the dictionary's, restore's and evaluate's include "
+          "the Annoy index, memory-mapped (page cache)")
+    print(f"disk: {format_bytes(needed)} needed on the filesystem of {out}, {format_bytes(free)} free")
+    print(json.dumps({**cost.to_dict(), "disk_needed_bytes": round(needed), "disk_free_bytes": free}))
     return 0

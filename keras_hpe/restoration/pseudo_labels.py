@@ -52,6 +52,7 @@ JOB_NAME = "job.json"
 # The real frames' fields the restoration may read: never `labels`.
 INPUT_FIELDS = ("depth_mm", "center_uvd", "joints_xyz")
 OUTPUT_FIELDS = ("depth_mm", "labels", "joints_uvd", "joints_xyz", "center_uvd")
+CHUNK_FRAMES = 256  # frames restored, saved and resumed together; the restored set has a shard per chunk
 _QUALITY_COLUMNS = ("frame", "raw_quality_mm", "restored_quality_mm", "accepted")
 
 
@@ -88,7 +89,7 @@ def restore_dataset(
     patch: int = 7,
     window: int = 5,
     workers: int = 1,
-    chunk_frames: int = 256,
+    chunk_frames: int = CHUNK_FRAMES,
     batch_size: int = 64,
     progress: bool = True,
     run_dir: str | Path | None = None,

@@ -101,6 +101,14 @@ def mixed_seg_dataset(
     return batches.apply(tf.data.experimental.assert_cardinality(steps))
 
 
+def weak_steps_per_epoch(restored_frames: int, batch_size: int, synth_weight: float = SYNTH_WEIGHT) -> int:
+    """Batches of an epoch of stage 2: enough to draw each of `restored_frames` about once (see
+    `train_segmentation_weak`)."""
+    # Rounded first: 1 - 0.9 is 0.09999999999999998 in floating point, which would add a step.
+    frames_per_epoch = round(restored_frames / (1 - _check_synth_weight(synth_weight)), 6)
+    return max(1, math.ceil(frames_per_epoch / batch_size))
+
+
 def _check_synth_weight(synth_weight: float) -> float:
     if not 0.0 < synth_weight < 1.0:
         raise UserError(f"the synthetic share of the mix must be in (0, 1), got {synth_weight}")
@@ -153,9 +161,7 @@ def train_segmentation_weak(
     size = model_crop_size(model)
     for data_dir in (synth_dir, restored_dir, val_dir) if val_dir else (synth_dir, restored_dir):
         check_labelled(data_dir, size)
-    # Rounded first: 1 - 0.9 is 0.09999999999999998 in floating point, which would add a step.
-    frames_per_epoch = round(restored.count / (1 - _check_synth_weight(synth_weight)), 6)
-    steps = max(1, math.ceil(frames_per_epoch / config.batch_size))
+    steps = weak_steps_per_epoch(restored.count, config.batch_size, synth_weight)
 
     def train(epoch: int) -> tf.data.Dataset:
         return mixed_seg_dataset(
