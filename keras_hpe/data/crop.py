@@ -318,13 +318,14 @@ def local_contrast_normalize(x, kernel: int = LCN_KERNEL) -> tf.Tensor:
     near the borders; kept as is to match the paper's implementation.)
 
     The Gaussian is separable: w * t is a vertical then a horizontal 1-D
-    convolution (2 x 9 taps a pixel instead of 81), and c, which depends on
-    the image size only, is computed from a constant, which TensorFlow folds.
-    On 1,000 test crops the output moved by 1e-5 at most (float32 rounding),
-    and the input normalisation ran 1.33x faster at batch 16 (CPU time; 2
-    shared cores, median of 9 interleaved rounds).
+    convolution (2 x 9 taps a pixel instead of 81); on 1,000 test crops the
+    output moved by 1e-5 at most (float32 rounding). c is computed at run
+    time from ones shaped like the input, not from a constant TensorFlow can
+    fold: with the folded constant, a network trained after a restoration in
+    the same process ended with other weights than one trained in a fresh
+    process (tests/test_train_seg.py's resume test, run after test_beam.py).
 
-    `x` is (B, S, S) or (B, S, S, 1) with a known S x S; returns a float32 tf.Tensor of the same shape.
+    `x` is (B, S, S) or (B, S, S, 1); returns a float32 tf.Tensor of the same shape.
     """
     import tensorflow as tf
 
@@ -332,9 +333,6 @@ def local_contrast_normalize(x, kernel: int = LCN_KERNEL) -> tf.Tensor:
     squeeze = x.shape.rank == 3
     if squeeze:
         x = x[..., None]
-    height, width = x.shape[1], x.shape[2]
-    if height is None or width is None:
-        raise ValueError(f"local_contrast_normalize needs a known image size, got shape {x.shape}")
     taps = _gaussian_taps(kernel)
     column = tf.constant(taps[:, None, None, None], dtype=tf.float32)
     row = tf.constant(taps[None, :, None, None], dtype=tf.float32)
@@ -342,8 +340,7 @@ def local_contrast_normalize(x, kernel: int = LCN_KERNEL) -> tf.Tensor:
     def smooth(t):
         return tf.nn.conv2d(tf.nn.conv2d(t, column, strides=1, padding="SAME"), row, strides=1, padding="SAME")
 
-    # Of a constant, so TensorFlow folds it; the same ops as smooth(x), so a flat image maps to exactly 0.
-    coef = smooth(tf.ones((1, height, width, 1), dtype=tf.float32))
+    coef = smooth(tf.ones_like(x[:1]))
     centered = x - smooth(x) / coef
     local_std = tf.sqrt(tf.maximum(smooth(tf.square(centered)), 0.0)) / coef
     mean_std = tf.reduce_mean(local_std, axis=[1, 2, 3], keepdims=True)

@@ -48,10 +48,10 @@ FIGURE_CAPTIONS = {
     "fig6": "Accuracy per hand part, before and after semi/weakly-supervised training.",
     "fig7": "Real training frames whose restoration the barycenter quality gate rejected (drawn with the run's seed, "
             "predicted and restored again as the restore stage did): depth with the annotated joints, the stage-1 "
-            "prediction, its restoration. A map's quality, in its corner, is the sum over the 14 joints of the "
-            "distance from the barycenter of the joint's part(s) to the joint (mm); white lines join the barycenters "
-            "that moved farthest away to their joints, and the text names them and the parts the restoration "
-            "removed.",
+            "prediction, its restoration. A map's quality, in its corner, is the mean over the joints whose parts it "
+            "shows of the distance from the barycenter of the joint's part(s) to the joint (mm); white lines join "
+            "the barycenters that moved farthest away to their joints, and the text names them and the parts "
+            "the restoration removed.",
     "fig8": "Fraction of test frames whose maximum joint error is within D.",
     "fig9": "Predicted skeletons of the full method on randomly drawn test frames.",
 }
