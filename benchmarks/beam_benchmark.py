@@ -36,8 +36,9 @@ from keras_hpe.data.camera import NYU_CAMERA
 from keras_hpe.data.crop import CUBE_MM
 from keras_hpe.data.synth import render_synth_frames
 from keras_hpe.restoration.index import DEFAULT_SEARCH_K, PatchIndex, build_dictionary
+from keras_hpe.restoration.patches import extract_patches, unique_patches
 from keras_hpe.restoration.pseudo_labels import restored_chunks
-from restore_benchmark import corrupt, dictionary_maps
+from restore_benchmark import corrupt
 
 
 def parse_args() -> argparse.Namespace:
@@ -60,6 +61,19 @@ def parse_args() -> argparse.Namespace:
                         help="where the dictionary is kept (reused when present) and runs stage their files")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     return parser.parse_args()
+
+
+def dictionary_maps(seed: int, size: int, min_patches: int) -> np.ndarray:
+    """Render synthetic label maps in batches until they hold `min_patches` unique patches."""
+    rng = np.random.default_rng([seed, 0])
+    maps, unique, counts = [], np.zeros((0, 7, 7), np.uint8), np.zeros(0, np.int64)
+    while len(unique) < min_patches:
+        batch = render_synth_frames(rng, 500, size)["labels"]
+        maps.append(batch)
+        patches, _ = extract_patches(batch)
+        unique, counts = unique_patches(np.concatenate([unique, patches]),
+                                        np.concatenate([counts, np.ones(len(patches), np.int64)]))
+    return np.concatenate(maps)
 
 
 def dictionary(args: argparse.Namespace) -> PatchIndex:
