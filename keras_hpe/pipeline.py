@@ -59,10 +59,10 @@ class InferenceOptions:
     """How an estimator runs its networks; every option is tested against `REFERENCE`.
 
     The default (float32 inference copies, frozen) gives the reference's
-    joints (0.0011 mm apart on average on the quick preset's 1,000 real test
-    frames, the same mean 3D error to 0.001 mm) at 4.71 ms per hand at batch
-    1 and 382 hands/s at batch 64, against the reference's 6.34 ms and 294
-    hands/s (2 shared cores, load 1.0-2.8). "bfloat16" is faster again but
+    joints (0.0002 mm apart at most on the quick preset's 1,000 real test
+    frames, the same mean 3D error to 0.001 mm) at 4.65 ms per hand at batch
+    1 and 378 hands/s at batch 64, against the reference's 6.04 ms and 292
+    hands/s (2 quiet cores). "bfloat16" is faster again but
     moves the joints by 0.31 mm on average: asked for, not the default
     (`models.inference` has the figures of each path).
 

@@ -15,19 +15,18 @@ need what training does:
   read; every other layer stays float32.
 
 The quick preset's full method (`runs/quick/reg_full`, seg_weak) on its
-1,000 real test frames, 2 cores shared with another process's measurements
-(1-minute load average 1.0-2.8), medians of 5 interleaved rounds of each
-path (`benchmarks/inference_benchmark.py --reg runs/quick/reg_full/reg_full.keras
---data runs/quick/real_test/data --seconds 4`):
+1,000 real test frames, 2 cores with nothing else running, medians of 5
+interleaved rounds of each path (`benchmarks/inference_benchmark.py --reg
+runs/quick/reg_full/reg_full.keras --data runs/quick/real_test/data --seconds 5`):
 
 | path | ms per hand, batch 1 | hands/s, batch 64 | mean 3D error | joints vs reference, mean / max |
 |---|---|---|---|---|
-| reference: the trained networks, variables | 6.34 | 294 | 30.167 mm | 0 / 0 mm |
-| frozen: the trained networks, constants | 5.99 | 310 | 30.167 mm | 0.0000 / 0.0002 mm |
-| float32: inference copies, frozen (default) | 4.71 | 382 | 30.167 mm | 0.0011 / 4.2 mm |
-| bfloat16 | 4.36 | 282 (274-496) | 30.167 mm | 0.31 / 43 mm |
+| reference: the trained networks, variables | 6.04 | 292 | 30.448 mm | 0 / 0 mm |
+| frozen: the trained networks, constants | 5.11 | 324 | 30.448 mm | 0.0000 / 0.0002 mm |
+| float32: inference copies, frozen (default) | 4.65 | 378 | 30.448 mm | 0.0000 / 0.0002 mm |
+| bfloat16 | 4.40 | 486 | 30.452 mm | 0.31 / 37 mm |
 
-Under heavier load (3.4) the same command gave 6.65, 6.23, 5.07 and 4.59 ms
+Under load from another process (load average 3.4) the same paths gave 6.65, 6.23, 5.07 and 4.59 ms
 per hand, and 159, 158, 201 and 263 hands/s. bfloat16 is faster (`--profile`:
 its segmentation network took 133 ms for 64 hands, float32's 216 ms) and
 leaves the mean 3D error where it is, but it flips 0.06% of the part labels,
