@@ -35,7 +35,7 @@ import numpy as np
 from keras_hpe.data.camera import NYU_CAMERA
 from keras_hpe.data.crop import CUBE_MM
 from keras_hpe.data.synth import render_synth_frames
-from keras_hpe.restoration.index import DEFAULT_SEARCH_K, PatchIndex, build_dictionary
+from keras_hpe.restoration.index import DEFAULT_SEARCH_K, FORMAT, PatchIndex, build_dictionary
 from keras_hpe.restoration.patches import extract_patches, unique_patches
 from keras_hpe.restoration.pseudo_labels import restored_chunks
 from restore_benchmark import corrupt
@@ -78,7 +78,7 @@ def dictionary_maps(seed: int, size: int, min_patches: int) -> np.ndarray:
 
 def dictionary(args: argparse.Namespace) -> PatchIndex:
     maps = dictionary_maps(args.seed, args.size, args.min_patches)
-    digest = hashlib.sha1(maps.tobytes()).hexdigest()[:12]
+    digest = hashlib.sha1(maps.tobytes() + FORMAT.encode()).hexdigest()[:12]  # a new format, a new dictionary
     out = args.work_dir / f"dict-{digest}-t{args.trees}"
     if not (out / "meta.json").exists():
         build_dictionary(maps, out, n_trees=args.trees, seed=args.seed, progress=True,
