@@ -44,7 +44,8 @@ from keras_hpe import costs, stage_bytes
 from keras_hpe.costs import FittedCosts, Machine, RunSizes
 from keras_hpe.outputs import write_text
 from keras_hpe.reproduce import STAGE_FILE, ReproducePlan, get_plan
-from scaling_report import PLOTTED, REG_STAGES, Point, comparisons, main_stage, plot, print_comparison, report
+from scaling_report import (PLOTTED, REG_STAGES, Point, comparisons, main_stage, placeholder, plot,
+                            print_comparison, report)
 from stage_measurement import QUIET_SECONDS, measure, wait_for_quiet
 
 MEASUREMENTS = "measurements.jsonl"
@@ -328,6 +329,28 @@ def predict(plan: ReproducePlan, fitted: FittedCosts, machine: Machine) -> costs
 # --- main -------------------------------------------------------------------------------------------------------
 
 
+# What the recorded command shows for each path option: the report is read on other machines.
+PATH_PLACEHOLDERS = {"--work": "WORK", "--costs": "COSTS", "--report": "REPORT", "--compare-run": "RUN",
+                     "--compare-summary": "SUMMARY"}
+
+
+def recorded_command(argv: list[str]) -> str:
+    """The command line that measured or refitted, without --refit and --compare-note, its paths as placeholders
+    (RUN1, RUN2, ... for a repeated option, as `scaling_report.comparisons` names the runs)."""
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--") else [arg])]
+    counts = {option: argv.count(option) for option in PATH_PLACEHOLDERS}
+    seen = dict.fromkeys(PATH_PLACEHOLDERS, 0)
+    words, previous = [], ""
+    for arg in argv:
+        if previous in PATH_PLACEHOLDERS:
+            words.append(placeholder(PATH_PLACEHOLDERS[previous], seen[previous], counts[previous]))
+            seen[previous] += 1
+        elif arg not in ("--refit", "--compare-note") and previous != "--compare-note":
+            words.append(arg)
+        previous = arg
+    return " ".join(["python benchmarks/scaling_benchmark.py", *words])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("runs/scaling"),
@@ -362,9 +385,7 @@ def main() -> None:
     records = read_measurements(args.work / MEASUREMENTS) if args.refit else \
         measure_all(args.work, args.max_others, args.max_wait, args.remeasure_above)
     measuring = time.perf_counter() - started
-    options = [arg for arg, before in zip(sys.argv[1:], ["", *sys.argv[1:]])
-               if arg not in ("--refit", "--compare-note") and before != "--compare-note"]
-    command = " ".join(["python benchmarks/scaling_benchmark.py", *options])
+    command = recorded_command(sys.argv[1:])
     weights = costs.model_weights(get_preset("quick"), costs.REFERENCE_SIZE)
     if weights != costs.model_weights(get_preset("paper"), costs.REFERENCE_SIZE):
         raise SystemExit("the quick and paper presets' networks differ: the points measure one of them")

@@ -46,13 +46,15 @@ def main_stage(model: str) -> str:
 
 def comparisons(prediction: costs.RunCost, runs: list[Path], summaries: list[Path]) -> list[dict]:
     """The prediction against each measured quick run: per stage and over the stages it measured, the predicted and
-    measured seconds and the error, predicted / measured - 1."""
+    measured seconds and the error, predicted / measured - 1. Each is named by the placeholder the recorded command
+    gives its path (`placeholder`), not by a path of this machine."""
     found = []
-    for folder in runs:
+    for i, folder in enumerate(runs):
         paths = {stage.name: folder / stage.name / STAGE_FILE for stage in prediction.stages}
-        found.append((str(folder), {name: json.loads(path.read_text())["seconds"]
-                                    for name, path in paths.items() if path.is_file()}))
-    found += [(str(path), json.loads(path.read_text())["seconds"]) for path in summaries]
+        found.append((placeholder("RUN", i, len(runs)), {name: json.loads(path.read_text())["seconds"]
+                                                         for name, path in paths.items() if path.is_file()}))
+    found += [(placeholder("SUMMARY", i, len(summaries)), json.loads(path.read_text())["seconds"])
+              for i, path in enumerate(summaries)]
     predicted = {stage.name: stage.seconds for stage in prediction.stages}
     compared = []
     for source, measured in found:
@@ -61,6 +63,11 @@ def comparisons(prediction: costs.RunCost, runs: list[Path], summaries: list[Pat
                           sum(row["measured_seconds"] for row in stages.values()))
         compared.append({"source": source, "stages": stages, "total": total})
     return compared
+
+
+def placeholder(name: str, i: int, count: int) -> str:
+    """How the report names the i-th of `count` paths given for one option: RUN, or RUN1, RUN2, ... ."""
+    return name if count == 1 else f"{name}{i + 1}"
 
 
 def error_row(predicted: float, measured: float) -> dict:
