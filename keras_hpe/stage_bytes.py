@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from keras_hpe.data.dataset import FIELD_DTYPES, FIELDS, field_shape
+from keras_hpe.data.dataset import FIELD_DTYPES, FIELDS, field_shape, shard_counts
 
 if TYPE_CHECKING:
     from keras_hpe.costs import FittedCosts, RunSizes
@@ -56,10 +56,6 @@ def _npz_bytes(count: int, size: int, fields: tuple[str, ...]) -> int:
     buffer = io.BytesIO()
     np.savez(buffer, **{name: np.zeros((count, *field_shape(name, size)), FIELD_DTYPES[name]) for name in fields})
     return buffer.getbuffer().nbytes
-
-
-def shard_counts(frames: int, shard_size: int) -> list[int]:
-    return [min(shard_size, frames - start) for start in range(0, frames, shard_size)]
 
 
 def annoy_index_bytes(unique: float, trees: int, fitted: FittedCosts) -> float:

@@ -326,7 +326,7 @@ def generate_dataset(
                        params=params) as writer:
         if writer.finished:
             return read_manifest(writer.out)
-        counts = tuple(min(shard_size, n - start) for start in range(0, n, shard_size))
+        counts = shard_counts(n, shard_size)
         missing = [index for index in range(len(counts)) if not writer.has_shard(index)]
         done = n - sum(counts[index] for index in missing)
         render = ShardRenderer(make_shard, int(seed), counts)
@@ -336,6 +336,11 @@ def generate_dataset(
                 writer.write_shard(index, arrays)
                 bar.update(counts[index])
         return writer.finish()
+
+
+def shard_counts(frames: int, shard_size: int) -> tuple[int, ...]:
+    """Frames of each shard of a data set of `frames` frames: `shard_size` each, the last one what is left."""
+    return tuple(min(shard_size, frames - start) for start in range(0, frames, shard_size))
 
 
 @contextlib.contextmanager
